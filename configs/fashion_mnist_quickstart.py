@@ -1,0 +1,28 @@
+"""The embedded default: Fashion-MNIST from Debian's files, a CIFAR ResNet-8 cut into 3 modules.
+
+Small enough for a 2-core CPU: 2 epochs on the first 15,000 training images, full test split.
+`--config=configs/fashion_mnist_quickstart.py:<method>` picks the method (default dgl);
+scripts/quickstart.sh runs bp and dgl and prints both test errors.
+"""
+from configs import common
+
+
+def get_config(method: str = "dgl"):
+  c = common.get_config()
+  c.num_epochs = 2
+  c.data.name = "fashion_mnist"
+  c.data.num_classes = 10
+  c.data.batch_size = 128
+  c.data.eval_batch_size = 1000
+  c.data.train_subset = 15000
+  c.model.depth = 8
+  c.split.preset = "uniform_k3"
+  c.method.name = method or "dgl"
+  c.method.dgl_head = "mlp-sr"
+  c.method.infopro.loss_mode = "cross_entropy"
+  c.method.infopro.ixx_1, c.method.infopro.ixy_1 = 1.0, 1.0
+  c.method.infopro.ixx_2, c.method.infopro.ixy_2 = 0.0, 1.0
+  c.optim.lr = 0.1
+  c.optim.schedule = "cosine"
+  c.log_every_steps = 20
+  return c

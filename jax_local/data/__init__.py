@@ -1,0 +1,7 @@
+"""Input data: in-memory datasets, augmentations, offline Fashion-MNIST builder.
+
+Importing this package is cheap: TensorFlow / tfds are imported only when a dataset is
+loaded. `fashion_mnist_local` (which imports tfds) is not imported here.
+"""
+from jax_local.data.augment import RECIPES, CropFlip, augment_batch
+from jax_local.data.input_pipeline import NORMALISATION, SUPPORTED, Dataset, build_dataset

@@ -1,0 +1,67 @@
+"""Forward computations shared by every executor: modules, loss terms, evaluation.
+
+Parameters and statistics are nested dicts `{"backbone": {block: ...}, "heads": {head: ...}}`.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jax_local.models.backbone import apply_block
+from jax_local.plan import LossTerm, Plan
+
+
+def apply_module(plan: Plan, i: int, params, stats, h, train: bool = True):
+  """E_i(h): runs the blocks of module i; returns `(out, {block: new_stats})`."""
+  new_stats = {}
+  for name in plan.modules[i]:
+    h, new_stats[name] = apply_block(plan.backbone.module(name), params["backbone"][name],
+                                     stats["backbone"][name], h, train)
+  return h, new_stats
+
+
+def with_image01(batch, mean, std):
+  """Adds the decoder target x01 = image * std + mean (methods.md notation)."""
+  mean = jnp.asarray(mean, jnp.float32)
+  std = jnp.asarray(std, jnp.float32)
+  return {**batch, "image01": batch["image"] * std + mean}
+
+
+def apply_head(plan: Plan, term: LossTerm, params, stats, h, batch):
+  """Runs a term's head in train mode; returns `(loss, metrics, new_head_stats)`."""
+  head = plan.heads[term.head]
+  variables = {"params": params["heads"].get(term.head, {}),
+               "batch_stats": stats["heads"].get(term.head, {})}
+  (loss, metrics), updated = head.apply(variables, h, batch, train=True, mutable=["batch_stats"])
+  return loss, metrics, updated.get("batch_stats", {})
+
+
+def canonical_forward(plan: Plan, params, stats, image):
+  """a_{i+1} = E_i(sg(a_i)) for every module, once per step.
+
+  Returns `(outputs, new_backbone_stats)` with outputs[i] = E_i(sg(a_i)). Each module's BN
+  statistics are updated once per step, whatever number of terms use the module.
+  """
+  outputs, new_stats = [], {}
+  h = image
+  for i in range(plan.num_modules):
+    h, s = apply_module(plan, i, params, stats, jax.lax.stop_gradient(h), train=True)
+    outputs.append(h)
+    new_stats.update(s)
+  return outputs, new_stats
+
+
+def term_features(plan: Plan, term: LossTerm, params, stats, outputs):
+  """E_last(...E_first(sg(a_first))): reuses outputs[first], recomputes later window modules."""
+  h = outputs[term.first]
+  for m in range(term.first + 1, term.last + 1):
+    h, _ = apply_module(plan, m, params, stats, h, train=True)
+  return h
+
+
+def evaluate_logits(plan: Plan, params, stats, image):
+  """Plain forward in eval mode (running BN statistics, no auxiliary heads): logits [N, classes]."""
+  h = image
+  for i in range(plan.num_modules):
+    h, _ = apply_module(plan, i, params, stats, h, train=False)
+  return h

@@ -1,0 +1,57 @@
+"""The fused executor: every loss term of the plan in one jitted step with one `jax.grad`.
+
+XLA shares the forward computations; gradient isolation comes from the stop_gradient at each
+term's first module. This does not realise the full memory savings of local learning
+(reference/jax_conventions.md §7.3): the sequential executor does.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jax_local.engine import forward
+from jax_local.plan import LossTerm, Plan
+
+
+def plan_loss(plan: Plan, params, stats, batch, terms: Sequence[LossTerm] | None = None):
+  """Σ_t weight_t · loss_t over `terms` (default: all); returns `(total, (new_stats, metrics))`.
+
+  metrics holds "<term>/<metric>" for every term plus "loss" (the weighted total).
+  """
+  terms = plan.terms if terms is None else terms
+  outputs, backbone_stats = forward.canonical_forward(plan, params, stats, batch["image"])
+  new_stats = {"backbone": backbone_stats, "heads": dict(stats["heads"])}
+  total = jnp.zeros((), jnp.float32)
+  metrics = {}
+  for term in terms:
+    h = forward.term_features(plan, term, params, stats, outputs)
+    loss, term_metrics, head_stats = forward.apply_head(plan, term, params, stats, h, batch)
+    if head_stats:
+      new_stats["heads"][term.head] = head_stats
+    total = total + term.weight * loss
+    metrics.update({f"{term.name}/{k}": v for k, v in term_metrics.items()})
+  metrics["loss"] = total
+  return total, (new_stats, metrics)
+
+
+def make_train_step(plan: Plan, tx: optax.GradientTransformation, schedule, mean, std):
+  """(state, batch) -> (state, metrics); state is a `jax_local.train_state.TrainState`."""
+
+  def train_step(state, batch):
+    batch = forward.with_image01(batch, mean, std)
+    loss_fn = functools.partial(plan_loss, plan)
+    grads, (new_stats, metrics) = jax.grad(loss_fn, has_aux=True)(
+        state.params, state.batch_stats, batch)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics["lr"] = schedule(state.step)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
+                              opt_state=opt_state)
+    return new_state, metrics
+
+  return jax.jit(train_step, donate_argnums=0)

@@ -1,0 +1,56 @@
+"""A backbone is an ordered list of named blocks; nothing in it knows about local learning.
+
+Parameters and BatchNorm statistics are kept per block (`params[name]`, `batch_stats[name]`), so
+a split can group consecutive blocks into modules anywhere, and plugins can reuse a block's
+definition (e.g. an EMA copy of block "s2b0") by name.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+Params = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+  """Ordered blocks `(name, module)`; each module maps `(x, train) -> y`.
+
+  The last block is the network's classifier (it outputs logits); the first is the stem.
+  """
+  name: str
+  blocks: tuple[tuple[str, nn.Module], ...]
+
+  @property
+  def block_names(self) -> tuple[str, ...]:
+    return tuple(n for n, _ in self.blocks)
+
+  def module(self, name: str) -> nn.Module:
+    return dict(self.blocks)[name]
+
+  def init(self, rng, x) -> tuple[Params, Params, dict[str, tuple[int, ...]]]:
+    """Initialises every block in order on input `x` [N, H, W, C].
+
+    Returns `(params, batch_stats, out_shapes)`, each a dict keyed by block name; out_shapes
+    holds each block's output shape for the batch size of `x`.
+    """
+    params, stats, shapes = {}, {}, {}
+    for i, (name, block) in enumerate(self.blocks):
+      variables = block.init(jax.random.fold_in(rng, i), x, train=True)
+      params[name] = variables["params"]
+      stats[name] = variables.get("batch_stats", {})
+      x, _ = block.apply(variables, x, train=True, mutable=["batch_stats"])
+      shapes[name] = x.shape
+    return params, stats, shapes
+
+
+def apply_block(block: nn.Module, params, stats, x, train: bool):
+  """Runs one block; returns `(y, new_stats)` (stats unchanged in eval mode)."""
+  variables = {"params": params, "batch_stats": stats}
+  if not train:
+    return block.apply(variables, x, train=False), stats
+  y, updated = block.apply(variables, x, train=True, mutable=["batch_stats"])
+  return y, updated.get("batch_stats", {})

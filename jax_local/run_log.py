@@ -1,0 +1,84 @@
+"""Run records in the workdir: a JSONL metric writer and the atomic evaluation history.
+
+`metrics.jsonl` holds one line per `write_scalars` call ({"step": s, name: value, ...}), so
+analysis tools read a run without TensorBoard. `history.json` holds one entry per evaluation
+and is rewritten atomically (write to a temporary file, then rename).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Any, Mapping
+
+from clu import metric_writers
+
+
+LOG = logging.getLogger("jax_local")
+"""Progress and results of jax_local; library INFO chatter (orbax, tfds) stays in absl's log."""
+
+
+def configure_console(verbose: bool = True) -> None:
+  """Sends jax_local's log to stderr with a timestamp (INFO if verbose, else WARNING)."""
+  if not LOG.handlers:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    LOG.addHandler(handler)
+  LOG.setLevel(logging.INFO if verbose else logging.WARNING)
+  LOG.propagate = False
+
+
+class JsonlWriter(metric_writers.MetricWriter):
+  """Appends scalars as JSON lines; other summary kinds are ignored."""
+
+  def __init__(self, path: str):
+    self._path = path
+    self._file = open(path, "a", encoding="utf-8")
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+    self._file.write(json.dumps(row) + "\n")
+
+  def write_hparams(self, hparams: Mapping[str, Any]):
+    write_json_atomic(os.path.join(os.path.dirname(self._path), "hparams.json"), dict(hparams))
+
+  def write_summaries(self, step, values, metadata=None):
+    pass
+
+  def write_images(self, step, images):
+    pass
+
+  def write_videos(self, step, videos):
+    pass
+
+  def write_audios(self, step, audios, *, sample_rate):
+    pass
+
+  def write_texts(self, step, texts):
+    pass
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    pass
+
+  def flush(self):
+    self._file.flush()
+
+  def close(self):
+    self._file.close()
+
+
+def write_json_atomic(path: str, obj) -> None:
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(obj, f, indent=1, default=str)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def read_json(path: str, default=None):
+  if not os.path.exists(path):
+    return default
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)

@@ -1,0 +1,167 @@
+"""train_and_evaluate(config, workdir): build, resume, train, evaluate, checkpoint, summarise.
+
+Reads top to bottom: validate the config, load data, build the plan, initialise or restore the
+state, then loop over epochs. The workdir holds `checkpoints/`, `metrics.jsonl` (every logged
+scalar), `history.json` (one entry per evaluation), `config.json`, TensorBoard event files and,
+at the end, `summary.json`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_local import checkpointing, config_validation, methods, optim, run_log
+from jax_local.data import input_pipeline
+from jax_local.engine import forward, fused
+from jax_local.models import build_backbone
+from jax_local.run_log import LOG
+from jax_local.train_state import init_state
+
+
+def build(config, dataset):
+  """(plan, tx, schedule, steps_per_epoch) for a validated config and a loaded dataset."""
+  split = config_validation.validate_config(config)
+  backbone = build_backbone(config.model, dataset.num_classes)
+  plan = methods.build_plan(config.method, backbone, split, dataset.num_classes)
+  steps_per_epoch = dataset.steps_per_epoch(config.data.batch_size, config.data.drop_remainder)
+  schedule = optim.make_schedule(config.optim, config.num_epochs, steps_per_epoch)
+  tx = optim.make_optimizer(config.optim, config.num_epochs, steps_per_epoch)
+  return plan, tx, schedule, steps_per_epoch
+
+
+def make_eval_step(plan):
+  """(params, stats, batch) -> (sum of correct, sum of CE, number of real examples)."""
+
+  def eval_step(params, stats, batch):
+    logits = forward.evaluate_logits(plan, params, stats, batch["image"])
+    mask = batch["mask"]
+    labels = batch["label"]
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
+    return jnp.sum(correct * mask), jnp.sum(ce * mask), jnp.sum(mask)
+
+  return jax.jit(eval_step)
+
+
+def evaluate(eval_step, state, dataset, batch_size) -> dict[str, float]:
+  totals = np.zeros(3)
+  for batch in dataset.eval_batches(batch_size):
+    totals += np.asarray(jax.device_get(eval_step(state.params, state.batch_stats, batch)))
+  correct, ce, count = totals
+  return {"test_accuracy": correct / count, "test_error": 100.0 * (1 - correct / count),
+          "test_loss": ce / count, "test_examples": int(count)}
+
+
+def format_eta(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def _writer(workdir: str):
+  from clu import metric_writers  # imports TensorFlow's summary writer
+  is_main = jax.process_index() == 0
+  default = metric_writers.create_default_writer(workdir, just_logging=not is_main,
+                                                 asynchronous=False)
+  if not is_main:
+    return default
+  return metric_writers.MultiWriter([default, run_log.JsonlWriter(
+      os.path.join(workdir, "metrics.jsonl"))])
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains `config` in `workdir` (resuming if a checkpoint exists); returns the summary dict."""
+  os.makedirs(workdir, exist_ok=True)
+  config_validation.validate_config(config)
+  dataset = input_pipeline.build_dataset(config.data, config.seed, jax.process_index(),
+                                         jax.process_count())
+  plan, tx, schedule, steps_per_epoch = build(config, dataset)
+  total_steps = steps_per_epoch * config.num_epochs
+  LOG.info("%s", plan.description)
+  LOG.info("gradient-isolated modules: %d; steps/epoch %d; %d epochs", plan.num_modules,
+               steps_per_epoch, config.num_epochs)
+
+  state = init_state(plan, tx, jax.random.PRNGKey(config.seed), dataset.image_shape)
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                    config.max_checkpoints_to_keep)
+  restored = ckpt.restore(state)
+  history_path = os.path.join(workdir, "history.json")
+  history = run_log.read_json(history_path, [])
+  if restored is not None:
+    state = restored
+    LOG.info("resumed from step %d", int(state.step))
+  start = int(state.step)
+  history = [h for h in history if h["step"] <= start]
+  if jax.process_index() == 0:
+    run_log.write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+
+  train_step = fused.make_train_step(plan, tx, schedule, dataset.mean, dataset.std)
+  eval_step = make_eval_step(plan)
+  writer = _writer(workdir)
+  if start == 0:
+    writer.write_hparams({"config": config.to_json(), "num_modules": plan.num_modules})
+
+  step = start
+  t_log, imgs_since_log, pending = time.time(), 0, []
+  t_run, step_run0 = time.time(), start
+  for epoch in range(start // steps_per_epoch, config.num_epochs):
+    batches = dataset.train_batches(epoch, step % steps_per_epoch, config.data.batch_size,
+                                    config.data.drop_remainder)
+    for batch in batches:
+      state, metrics = train_step(state, batch)
+      step += 1
+      imgs_since_log += batch["label"].shape[0] * jax.process_count()
+      pending.append(metrics)
+      if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
+        mean_metrics = {k: float(np.mean([float(m[k]) for m in jax.device_get(pending)]))
+                        for k in pending[0]}
+        now = time.time()
+        mean_metrics["images_per_sec"] = imgs_since_log / max(now - t_log, 1e-9)
+        mean_metrics["epoch"] = step / steps_per_epoch
+        writer.write_scalars(step, mean_metrics)
+        rate = (step - step_run0) / max(now - t_run, 1e-9)
+        LOG.info("epoch %d/%d step %d/%d | loss %.4f | lr %.4g | %.1f img/s | ETA %s",
+                     epoch + 1, config.num_epochs, step, total_steps, mean_metrics["loss"],
+                     mean_metrics["lr"], mean_metrics["images_per_sec"],
+                     format_eta((total_steps - step) / max(rate, 1e-9)))
+        if not np.isfinite(mean_metrics["loss"]):
+          raise FloatingPointError(f"non-finite loss at step {step}; last good checkpoint: "
+                                   f"{ckpt.latest_step()}")
+        t_log, imgs_since_log, pending = now, 0, []
+      if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+        ckpt.save(state)
+    epoch_done = epoch + 1
+    if epoch_done % config.eval_every_epochs == 0 or epoch_done == config.num_epochs:
+      result = evaluate(eval_step, state, dataset, config.data.eval_batch_size)
+      writer.write_scalars(step, result)
+      LOG.info("epoch %d: test accuracy %.4f (error %.2f%%)", epoch_done,
+                   result["test_accuracy"], result["test_error"])
+      history.append({"epoch": epoch_done, "step": step, **result})
+      if jax.process_index() == 0:
+        run_log.write_json_atomic(history_path, history)
+    ckpt.save(state)
+  writer.flush()
+  ckpt.close()
+
+  summary = summarise(config, plan, history)
+  if jax.process_index() == 0:
+    run_log.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+  LOG.info("summary: %s", json.dumps(summary))
+  return summary
+
+
+def summarise(config, plan, history) -> dict:
+  errors = [h["test_error"] for h in history]
+  return {
+      "method": config.method.name, "dataset": config.data.name,
+      "model": f"{config.model.arch}{config.model.depth}", "split": config.split.preset,
+      "num_modules": plan.num_modules, "epochs": history[-1]["epoch"] if history else 0,
+      "final_test_error": errors[-1] if errors else None,
+      "best_test_error": min(errors) if errors else None,
+  }
