@@ -8,7 +8,7 @@ from jax_local.models import ARCHS
 from jax_local.models.cifar_resnet import stage_sizes
 
 DATASETS = ("fashion_mnist", "cifar10", "svhn", "stl10", "image_folder")
-EXECUTORS = ("fused",)
+from jax_local.engine import EXECUTORS
 DGL_HEADS = ("mlp", "mlp-sr", "cnn", "auglocal", "manpp")
 INFOPRO_CLASSIFIERS = ("0c1f", "0c2f", "1c1f", "1c2f", "1c3f", "2c2f")
 INFOPRO_LOSS_MODES = ("contrast", "cross_entropy")

@@ -14,6 +14,7 @@ from typing import Mapping
 
 import flax.linen as nn
 
+from jax_local.ema import EmaPair
 from jax_local.models.backbone import Backbone
 
 
@@ -38,6 +39,7 @@ class Plan:
   heads: Mapping[str, nn.Module]
   terms: tuple[LossTerm, ...]
   description: str = ""
+  ema_pairs: tuple[EmaPair, ...] = ()   # EMA copies held by heads (MAN, LAM)
 
   def __post_init__(self):
     flat = [b for m in self.modules for b in m]

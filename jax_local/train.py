@@ -15,9 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_local import checkpointing, config_validation, methods, optim, run_log
+from jax_local import checkpointing, config_validation, ema, methods, optim, run_log
 from jax_local.data import input_pipeline
-from jax_local.engine import forward, fused
+from jax_local import engine
+from jax_local.engine import forward
 from jax_local.models import build_backbone
 from jax_local.run_log import LOG
 from jax_local.train_state import init_state
@@ -30,7 +31,8 @@ def build(config, dataset):
   plan = methods.build_plan(config.method, backbone, split, dataset.num_classes)
   steps_per_epoch = dataset.steps_per_epoch(config.data.batch_size, config.data.drop_remainder)
   schedule = optim.make_schedule(config.optim, config.num_epochs, steps_per_epoch)
-  tx = optim.make_optimizer(config.optim, config.num_epochs, steps_per_epoch)
+  tx = ema.freeze_copies(optim.make_optimizer(config.optim, config.num_epochs, steps_per_epoch),
+                         plan.ema_pairs)
   return plan, tx, schedule, steps_per_epoch
 
 
@@ -101,7 +103,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if jax.process_index() == 0:
     run_log.write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
 
-  train_step = fused.make_train_step(plan, tx, schedule, dataset.mean, dataset.std)
+  train_step = engine.make_train_step(config.executor, plan, tx, schedule, dataset.mean,
+                                      dataset.std)
   eval_step = make_eval_step(plan)
   writer = _writer(workdir)
   if start == 0:

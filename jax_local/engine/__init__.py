@@ -1,0 +1,11 @@
+"""Executors: turn a plan into a jitted training step. All give the same update for a plan."""
+from jax_local.engine import fused
+
+EXECUTORS = {"fused": fused.make_train_step}
+
+
+def make_train_step(executor: str, plan, tx, schedule, mean, std):
+  """(state, batch) -> (state, metrics) for `executor` in EXECUTORS."""
+  if executor not in EXECUTORS:
+    raise ValueError(f"config.executor={executor!r} is unknown; valid: {', '.join(EXECUTORS)}")
+  return EXECUTORS[executor](plan, tx, schedule, mean, std)

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jax_local import ema
 from jax_local.engine import forward
 from jax_local.plan import LossTerm, Plan
 
@@ -47,7 +48,8 @@ def make_train_step(plan: Plan, tx: optax.GradientTransformation, schedule, mean
     grads, (new_stats, metrics) = jax.grad(loss_fn, has_aux=True)(
         state.params, state.batch_stats, batch)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    params = ema.ema_update(plan.ema_pairs, state.params,
+                            optax.apply_updates(state.params, updates))
     metrics["lr"] = schedule(state.step)
     metrics["grad_norm"] = optax.global_norm(grads)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
