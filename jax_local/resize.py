@@ -36,7 +36,7 @@ def resize_align_corners(x, out_hw: int | Sequence[int]):
   """Bilinear resize of NHWC `x` [N,H,W,C] -> [N,H_out,W_out,C], align_corners=True.
 
   Equation (methods.md §1.4): y = M_h · x · M_wᵀ per sample and channel, i.e.
-  einsum("oh,nhwc->nowc") then einsum("pw,nowc->nopc"). Identity when sizes are equal;
+  einsum("oh,nhwc->nowc") then einsum("pw,nhwc->nhpc"). Identity when sizes are equal;
   also valid for downsampling. Exact and differentiable.
   """
   if isinstance(out_hw, int):

@@ -30,7 +30,8 @@ def configure_console(verbose: bool = True) -> None:
 
 
 class JsonlWriter(metric_writers.MetricWriter):
-  """Appends scalars as JSON lines; other summary kinds are ignored."""
+  """Appends scalars as JSON lines, flushed per write so a killed run keeps them; other summary
+  kinds are ignored."""
 
   def __init__(self, path: str):
     self._path = path
@@ -39,6 +40,7 @@ class JsonlWriter(metric_writers.MetricWriter):
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
     self._file.write(json.dumps(row) + "\n")
+    self._file.flush()
 
   def write_hparams(self, hparams: Mapping[str, Any]):
     write_json_atomic(os.path.join(os.path.dirname(self._path), "hparams.json"), dict(hparams))

@@ -1,4 +1,4 @@
-"""Test setup: 8 fake CPU devices for sharding code, fast CPU compiles, the Fashion-MNIST data dir."""
+"""Test setup: 8 fake CPU devices for sharding code, and one prepared Fashion-MNIST per session."""
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -6,13 +6,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402
 
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-
 
 @pytest.fixture(scope="session")
-def tfds_dir(tmp_path_factory):
-  """A tfds data dir holding the prepared offline Fashion-MNIST (prepared once per session)."""
-  from jax_local.data import fashion_mnist_local
+def fashion_mnist(tmp_path_factory):
+  """(tfds data dir, Dataset): Debian's Fashion-MNIST prepared once by the local builder."""
+  from configs import common
+  from jax_local.data import input_pipeline
   data_dir = str(tmp_path_factory.mktemp("tfds"))
-  fashion_mnist_local.prepare(data_dir, FASHION_MNIST_DIR)
-  return data_dir
+  c = common.get_config().data
+  c.name, c.tfds_data_dir = "fashion_mnist", data_dir
+  return data_dir, input_pipeline.build_dataset(c, seed=0)

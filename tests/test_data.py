@@ -10,9 +10,6 @@ from jax_local.data import augment as augment_lib
 from jax_local.data import input_pipeline
 
 FM_DIR = "/usr/share/datasets/fashion-mnist"
-needs_fm = pytest.mark.skipif(
-    not os.path.exists(os.path.join(FM_DIR, "t10k-labels-idx1-ubyte.gz")),
-    reason="apt-get install dataset-fashion-mnist")
 
 
 def data_config(**kw):
@@ -48,7 +45,6 @@ def fm_small(fm):
       (fm.test_images, fm.test_labels), 10, fm.mean, fm.std, seed=3)
 
 
-@needs_fm
 def test_fashion_mnist_builder(fm, fm_dir):
   assert (fm.num_train, fm.num_test, fm.num_classes) == (60000, 10000, 10)
   assert fm.image_shape == (28, 28, 1)
@@ -67,7 +63,6 @@ def test_fashion_mnist_builder(fm, fm_dir):
   np.testing.assert_array_equal(sub.train_images, fm.train_images[:500])
 
 
-@needs_fm
 def test_train_batches_deterministic_and_resumable(fm_small):
   ds = fm_small
   assert ds.steps_per_epoch(128, False) == 8 and ds.steps_per_epoch(128, True) == 7
@@ -93,7 +88,6 @@ def test_train_batches_deterministic_and_resumable(fm_small):
   assert len(list(ds.train_batches(2, 0, 128, True))) == 7
 
 
-@needs_fm
 def test_normalisation_and_no_augment(fm_small):
   ds = fm_small
   raw = input_pipeline.Dataset(ds.name, (ds.train_images, ds.train_labels),
@@ -110,7 +104,6 @@ def test_normalisation_and_no_augment(fm_small):
   np.testing.assert_array_equal(aug["label"], batch["label"])
 
 
-@needs_fm
 def test_eval_batches_cover_test_split(fm):
   batches = list(fm.eval_batches(768))
   assert len(batches) == 14 and all(b["image"].shape == (768, 28, 28, 1) for b in batches)
@@ -122,7 +115,6 @@ def test_eval_batches_cover_test_split(fm):
   assert np.all(batches[-1]["image"][mask[-768:] == 0] == 0)
 
 
-@needs_fm
 def test_process_slices(fm_small):
   ds = fm_small
   procs = [input_pipeline.Dataset(ds.name, (ds.train_images, ds.train_labels),

@@ -1,0 +1,63 @@
+"""Copies of backbone blocks inside heads: trainable copies and EMA copies (methods.md §8.2, §9.1).
+
+A copy's parameters live in its head's parameter tree at `params["heads"][head][name]` with exactly
+the structure of the source block's parameters, and its BatchNorm running statistics at
+`batch_stats["heads"][head][name]` (its own, never averaged: §8.2 "EMA rule"). A frozen (EMA) copy
+enters the forward pass as `block(stop_gradient(θ_copy))(x)`: its parameters get exactly zero
+gradient while the gradient still flows through the branch into `x` and the backbone (DESIGN.md §4).
+The EMA rule itself is `jax_local.ema` (declared per copy as an `EmaPair`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSpec:
+  """How to rebuild a block outside the backbone: its class and constructor fields.
+
+  `make()` returns a detached (parent=None) instance, usable with `.init`/`.apply` inside another
+  module's compact method.
+  """
+  cls: type
+  kwargs: tuple[tuple[str, Any], ...]
+
+  @classmethod
+  def of(cls, block: nn.Module) -> "BlockSpec":
+    fields = tuple((f.name, getattr(block, f.name)) for f in dataclasses.fields(block)
+                   if f.name not in ("parent", "name"))
+    return cls(type(block), fields)
+
+  def make(self) -> nn.Module:
+    return self.cls(**dict(self.kwargs), parent=None)
+
+
+def stop_gradient_tree(tree):
+  return jax.tree.map(jax.lax.stop_gradient, tree)
+
+
+def apply_copy(mdl: nn.Module, name: str, spec: BlockSpec, x, train: bool, frozen: bool,
+               offset=None):
+  """Runs a copy of `spec`'s block on x [N,H,W,C] from inside `mdl`'s compact method.
+
+  Parameters are `mdl`'s param `name` (a fresh draw of the block's init at initialisation), BN
+  statistics `mdl`'s batch_stats `name`. frozen: the parameters enter under stop_gradient.
+  offset: a tree like the parameters added after the stop_gradient (MAN `param_offset`, §9.1).
+  """
+  block = spec.make()
+  params = mdl.param(name, lambda rng: block.init(rng, x, train=True)["params"])
+  stats = mdl.variable("batch_stats", name, lambda: block.init(
+      jax.random.PRNGKey(0), x, train=True).get("batch_stats", {}))
+  if frozen:
+    params = stop_gradient_tree(params)
+  if offset is not None:
+    params = jax.tree.map(lambda p, o: p + o, params, offset)
+  y, updated = block.apply({"params": params, "batch_stats": stats.value}, x, train=train,
+                           mutable=["batch_stats"])
+  if train and not mdl.is_initializing() and mdl.is_mutable_collection("batch_stats"):
+    stats.value = updated["batch_stats"]
+  return y

@@ -1,0 +1,59 @@
+"""λ schedules of InfoPro-based plugin terms (methods.md §5.1-§5.2; quirks Q5, Q6).
+
+A plugin term whose head reads the output of module j (0-based) gets the InfoPro weights
+    λ_rec = ixx_1·(1−r) + ixx_2·r,   λ_cls = ixy_1·(1−r) + ixy_2·r
+with r from `kind`:
+- infopro_module: r = j/(L−2), the base InfoPro rule (§5.1); L = modules actually built.
+- hpff_kcli (Q5, HPFF code): r = j/(K_cli−2), K_cli the paper's K (16/55 for L = 15/54), so r
+  never reaches 1.
+- man_stage (Q6, MAN and MLAAN-InfoPro code): r = s'/(K_cli−2), s' the stage number (1..3) of
+  the block after module j (the first block of module j+1).
+- hpff_fixed, man_stage_fixed: the fixed forms, r = j/(L−2) (equal to infopro_module).
+  [decision] methods.md §5.2 writes the fix as "module number/(L−1)"; under convention B
+  K_cli−2 = L−1, so that reading would equal the quirk itself; we take the reading that makes the
+  last auxiliary term reach r = 1.
+- constant: r = 0 (λ = ixx_1, ixy_1 everywhere).
+Any denominator ≤ 0 gives r = 0.
+"""
+from __future__ import annotations
+
+import re
+
+KINDS = ("infopro_module", "hpff_kcli", "hpff_fixed", "man_stage", "man_stage_fixed", "constant")
+
+
+def block_stage(name: str) -> int:
+  """Stage number s of a residual block named "s{s}b{b}" (CIFAR ResNet naming)."""
+  m = re.fullmatch(r"s(\d+)b\d+", name)
+  if not m:
+    raise ValueError(f"lambda schedule 'man_stage' needs residual block names s<s>b<b>, got {name!r}")
+  return int(m.group(1))
+
+
+def _div(a, b):
+  return a / b if b > 0 else 0.0
+
+
+def ratio(kind: str, j: int, num_modules: int, paper_k: int, next_block: str | None = None):
+  """r of the term reading module j's output; next_block: first block of module j+1 (man_stage)."""
+  if kind in ("infopro_module", "hpff_fixed", "man_stage_fixed"):
+    return _div(j, num_modules - 2)
+  if kind == "hpff_kcli":
+    return _div(j, paper_k - 2)
+  if kind == "man_stage":
+    return _div(block_stage(next_block), paper_k - 2)
+  if kind == "constant":
+    return 0.0
+  raise ValueError(f"unknown lambda schedule {kind!r}; valid: {', '.join(KINDS)}")
+
+
+def lambdas(infopro_config, r: float) -> tuple[float, float]:
+  """(λ_rec, λ_cls) at ratio r from config.method.infopro (ixx_1, ixy_1, ixx_2, ixy_2)."""
+  ip = infopro_config
+  return ip.ixx_1 * (1 - r) + ip.ixx_2 * r, ip.ixy_1 * (1 - r) + ip.ixy_2 * r
+
+
+def module_lambdas(kind: str, infopro_config, plan, j: int, paper_k: int):
+  """(λ_rec, λ_cls) of a term reading module j of `plan` under schedule `kind`."""
+  nxt = plan.modules[j + 1][0] if j + 1 < plan.num_modules else None
+  return lambdas(infopro_config, ratio(kind, j, plan.num_modules, paper_k, nxt))

@@ -1,0 +1,133 @@
+"""The sequential executor gives the fused executor's gradients and updates, plan by plan.
+
+Tolerance: rtol 1e-5, atol 1e-6 (float32; both executors run the same operations, so the
+differences seen are 0 or a few ulps). Compiled with `jax_disable_most_optimizations` to keep
+the file fast; the memory tests compile with full optimisation.
+"""
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jax_local import ema, heads, methods, optim, splits
+from jax_local.engine import fused, sequential
+from jax_local.heads.common import ce_and_metrics
+from jax_local.models import build_backbone
+from jax_local.models.cifar_resnet import BasicBlock
+from jax_local.models.layers import Dense, global_avg_pool
+from jax_local.plan import LossTerm
+from jax_local.train_state import init_state
+from tests import helpers
+
+MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
+TOL = dict(rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def fast_compile():
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
+
+
+def _allclose(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, **TOL)
+
+
+def _check_equivalent(plan, tx, state, config):
+  schedule = optim.make_schedule(config.optim, config.num_epochs, 10)
+  batch = helpers.random_batch()
+  seq = sequential.make_train_step(plan, tx, schedule, MEAN, STD)
+  fus = fused.make_train_step(plan, tx, schedule, MEAN, STD)
+
+  grad_fn = jax.jit(jax.grad(lambda p, s, b: fused.plan_loss(plan, p, s, b), has_aux=True))
+  g_fused, (stats_fused, _) = grad_fn(state.params, state.batch_stats,
+                                      fused.forward.with_image01(batch, MEAN, STD))
+  g_seq, stats_seq, _, _ = seq.accumulate(state, jax.device_put(batch))
+  _allclose(g_seq, g_fused)
+  _allclose(stats_seq["backbone"], stats_fused["backbone"])
+
+  s_seq, s_fus = (jax.tree.map(jnp.copy, state) for _ in range(2))
+  for _ in range(2):
+    s_seq, m_seq = seq(s_seq, batch)
+    s_fus, m_fus = fus(s_fus, batch)
+    assert sorted(m_seq) == sorted(m_fus)
+    _allclose(m_seq, {k: m_fus[k] for k in m_seq})
+  _allclose(s_seq, s_fus)
+  return seq
+
+
+@pytest.mark.parametrize("method", ["bp", "greedy", "dgl", "infopro", "predsim"])
+def test_bases_match_fused(method):
+  config = helpers.tiny_config(method)
+  plan, tx, state = helpers.tiny_plan_and_state(config)
+  seq = _check_equivalent(plan, tx, state, config)
+  assert len(seq.units) == plan.num_modules
+
+
+def _custom_state(config, plan):
+  tx = ema.freeze_copies(optim.make_optimizer(config.optim, config.num_epochs, 10),
+                         plan.ema_pairs)
+  return tx, init_state(plan, tx, jax.random.PRNGKey(0), helpers.IMAGE_SHAPE)
+
+
+def test_cascade_terms_and_shared_head_match_fused():
+  """HiLo-like windows {0,1} and {1,2}; the {1,2} term shares the network's classifier head."""
+  config = helpers.tiny_config("dgl")
+  plan, _, _ = helpers.tiny_plan_and_state(config)
+  plan = dataclasses.replace(
+      plan, heads={**plan.heads, "c01": heads.DGLHead("cnn", 4)},
+      terms=plan.terms + (LossTerm("c01", 0, 1, "c01", 0.5), LossTerm("c12", 1, 2, "final", 0.3)))
+  tx, state = _custom_state(config, plan)
+  seq = _check_equivalent(plan, tx, state, config)
+  assert [(u.start, u.spec.act_offsets) for u in seq.units] == [(0, (0,)), (0, (0, 1)),
+                                                                (1, (0, 1))]
+
+
+class EmaCopyHead(nn.Module):
+  """A frozen copy of a BasicBlock (parameters under stop_gradient), then GAP, Dense, CE."""
+  features: int
+  stride: int
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, h, batch, train=True):
+    block = BasicBlock(self.features, self.stride, parent=None)
+    copy = self.param("copy", lambda rng: block.init(rng, h, train=True)["params"])
+    stats = self.variable("batch_stats", "copy",
+                          lambda: block.init(jax.random.PRNGKey(0), h, train=True)["batch_stats"])
+    y, new = block.apply({"params": jax.lax.stop_gradient(copy), "batch_stats": stats.value}, h,
+                         train=True, mutable=["batch_stats"])
+    if not self.is_initializing():
+      stats.value = new["batch_stats"]
+    return ce_and_metrics(Dense(self.num_classes)(global_avg_pool(y)), batch["label"])
+
+
+def test_ema_copy_matches_fused():
+  """Module 0's head holds an EMA copy of module 1's first block (MAN-like)."""
+  config = helpers.tiny_config("dgl")
+  plan, _, _ = helpers.tiny_plan_and_state(config)
+  source = plan.modules[1][0]
+  block = plan.backbone.module(source)
+  plan = dataclasses.replace(
+      plan, heads={**plan.heads, "m0": EmaCopyHead(block.features, block.stride, 4)},
+      ema_pairs=(ema.EmaPair("m0", ("copy",), source, 0.9),))
+  tx, state = _custom_state(config, plan)
+  _check_equivalent(plan, tx, state, config)
+
+
+def test_identical_modules_share_one_program():
+  """ResNet-32 cut into one-block modules: one program per distinct (structure, shape)."""
+  config = helpers.tiny_config("dgl", depth=32, preset="blocks")
+  backbone = build_backbone(config.model, 4)
+  plan = methods.build_plan(config.method, backbone, splits.get_split("blocks", 32), 4)
+  units = sequential.build_units(plan)
+  assert len(units) == plan.num_modules
+  # stem, s1 block, s2b0 (stride 2), s2 block, s3b0, s3 block, last (+fc)
+  assert len({u.spec for u in units}) == 7
