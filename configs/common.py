@@ -33,7 +33,7 @@ def get_config():
   c.split.preset = "r32_k16_hpff"  # a name from jax_local.splits.PRESETS
 
   c.method = ml_collections.ConfigDict()
-  c.method.name = "infopro"        # bp | greedy | dgl | infopro | predsim
+  c.method.name = "infopro"        # bp | greedy | dgl | infopro | predsim | auglocal
   c.method.dgl_head = "mlp-sr"     # mlp | mlp-sr | cnn | auglocal | manpp
   c.method.infopro = ml_collections.ConfigDict()
   c.method.infopro.loss_mode = "contrast"     # contrast | cross_entropy
@@ -48,6 +48,45 @@ def get_config():
   c.method.predsim.beta = 0.99
   c.method.predsim.pool_target = 512
   c.method.predsim.zero_init_pred = True
+  # AugLocal (methods.md §6.3): the README settings are d=2 (ResNet-32), d=3 (ResNet-110).
+  c.method.auglocal = ml_collections.ConfigDict()
+  c.method.auglocal.aux_depth = 2
+  c.method.auglocal.pyramid = True
+  c.method.auglocal.pyramid_coeff = 0.5
+  c.method.auglocal.subtract_depth_from_k = True  # quirk Q3 (CIFAR code): K_eff = K - d
+
+  # Plugins rewrite the base plan (jax_local/plugins, QUIRKS.md). They live under config.method
+  # because the trainer hands config.method to methods.build_plan.
+  c.method.plugin = "none"         # none | hpff | mlaan | man
+  c.method.hilo = ml_collections.ConfigDict()      # HPFF's HiLo (§7.1)
+  c.method.hilo.k = 2
+  c.method.hilo.w_ind = 0.001
+  c.method.hilo.w_cas = 0.999
+  c.method.hilo.lambda_schedule = "hpff_kcli"      # quirk Q5; see plugins/schedules.py
+  c.method.hilo.final_x_loss = "weighted"          # weighted | dropped
+  c.method.pff = ml_collections.ConfigDict()       # Patch Feature Fusion (§7.2, Q12)
+  c.method.pff.mode = "code_quadrant_decoders"     # | paper_shared_avg | off
+  c.method.pff.grid = (2, 2)
+  c.method.pff.apply_to = "classifier"             # paper_shared_avg: decoder | classifier | both
+  c.method.pff.patch_loop = "scan"                 # paper_shared_avg: vmap | scan | unrolled
+  c.method.mlm = ml_collections.ConfigDict()       # MLAAN's multilaminar cascades (§8.1)
+  c.method.mlm.k = 3                               # paper; the CIFAR code uses 2
+  c.method.mlm.w_ind = 0.001
+  c.method.mlm.w_cas = 0.999
+  c.method.mlm.lambda_schedule = "man_stage"       # quirk Q6 (MLAAN-InfoPro code)
+  c.method.mlm.final_x_loss = "weighted"           # quirk Q8: dropped = CIFAR code
+  c.method.lam = ml_collections.ConfigDict()       # Leap Augmented Modules (§8.2)
+  c.method.lam.ema_decay = 0.995
+  c.method.lam.update = "all"                      # quirk Q7: last_only = CIFAR code
+  c.method.lam.ema_at = "first"                    # | all_layers
+  c.method.lam.copy_init = "copy_of_target"        # | independent (ImageNet code, Q14)
+  c.method.lam.leap_lists = "auto"                 # auto | published | generic
+  c.method.man = ml_collections.ConfigDict()       # MAN / MAN++ (§9)
+  c.method.man.variant = "man"                     # man | manpp
+  c.method.man.ema_decay = 0.995                   # quirk Q18: the README value
+  c.method.man.copy_init = "independent"           # quirk Q14 (MAN code) | copy_of_target
+  c.method.man.bias_form = "parallel_block"        # | param_offset
+  c.method.man.lambda_schedule = "man_stage"       # quirk Q6
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "sgd"             # sgd | adam

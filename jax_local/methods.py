@@ -5,15 +5,18 @@
 - dgl: a DGL auxiliary classifier (`method.dgl_head`, §4.3) with CE, weight 1 (§5.4).
 - infopro: decoder + classifier with the linear λ schedule of §5.1.
 - predsim: (1-β)·CE(pooled prediction) + β·similarity matching (§4.4).
+- auglocal: aux nets of fresh blocks mimicking later layers (§6.3, `jax_local.auglocal`).
 Every local method trains the last module with CE on the network's classifier, weight 1.
+`method_config.plugin` (hpff | mlaan | man) then rewrites the base plan (`jax_local.plugins`).
 """
 from __future__ import annotations
 
+from jax_local import auglocal, plugins
 from jax_local import heads as H
 from jax_local.models.backbone import Backbone
 from jax_local.plan import LossTerm, Plan, modules_from_ranges
 
-METHODS = ("bp", "greedy", "dgl", "infopro", "predsim")
+METHODS = ("bp", "greedy", "dgl", "infopro", "predsim", "auglocal")
 FINAL_HEAD = "final"
 
 
@@ -39,15 +42,22 @@ def local_head(method_config, module: int, num_modules: int, num_classes: int):
 
 
 def build_plan(method_config, backbone: Backbone, split, num_classes: int) -> Plan:
-  """The plan of a base method on `backbone` cut by `split` (a jax_local.splits.Split).
+  """The plan of a method on `backbone` cut by `split` (a jax_local.splits.Split), with its plugin.
 
   BP ignores the split's cuts: it is one module and one term over the whole network.
   """
+  plan = _base_plan(method_config, backbone, split, num_classes)
+  return plugins.apply_plugins(method_config, plan, split, num_classes)
+
+
+def _base_plan(method_config, backbone: Backbone, split, num_classes: int) -> Plan:
   if method_config.name == "bp":
     modules = (backbone.block_names,)
     terms = (LossTerm("bp", 0, 0, FINAL_HEAD, 1.0),)
     return Plan(backbone, modules, {FINAL_HEAD: H.LogitsCE()}, terms,
                 description=f"bp: 1 module (end-to-end), {len(backbone.blocks)} blocks")
+  if method_config.name == "auglocal":
+    return auglocal.build_auglocal_plan(method_config, backbone, split, num_classes)
   if method_config.name not in METHODS:
     raise ValueError(f"config.method.name={method_config.name!r} is unknown; "
                      f"valid: {', '.join(METHODS)}")

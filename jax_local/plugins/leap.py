@@ -1,0 +1,162 @@
+"""MLAAN: multilaminar cascades (MLM) + Leap Augmented Modules (LAM) (methods.md §8.1-§8.2).
+
+LAM of the cascade term ending at module j takes the leap list B_j = [b_0, b_1, …] of later
+backbone blocks and runs, on the cascade output z (§8.2 code):
+    z ← Aug_0(z) + EMA_0(z);   z ← Aug_ℓ(z) for ℓ ≥ 1        (ema_at = "first", the code)
+    (ema_at = "all_layers": z ← Aug_ℓ(z) + EMA_ℓ(z) at every layer)
+then the CAN (the base's head at the last block's width). Aug_ℓ are trainable copies of b_ℓ;
+EMA_ℓ are frozen copies updated after each step as EMA_ℓ ← r·EMA_ℓ + (1−r)·θ(b_ℓ), r = 0.995.
+`lam.update = "last_only"` (quirk Q7, CIFAR code) updates only the copies of the last LAM; the
+others keep their initial values (their EmaPair has decay 1). `lam.copy_init`: copy_of_target
+(CIFAR code: copies start equal to the real block's initial parameters, set by
+`jax_local.plugins.init_copies` after initialisation) or independent (ImageNet code, Q14).
+Leap lists: the published ones for the convention-B ResNet-32 keys 8/15 and ResNet-110 keys 32/54
+(used when the split has exactly those modules), otherwise the generic rule `generic_leap_list`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import flax.linen as nn
+
+from jax_local import splits
+from jax_local.ema import EmaPair
+from jax_local.plan import Plan
+from jax_local.plugins import base_heads, hilo, schedules
+from jax_local.plugins.copies import BlockSpec, apply_copy
+
+LEAP_LISTS = ("auto", "published", "generic")
+UPDATES = ("all", "last_only")
+EMA_AT = ("first", "all_layers")
+COPY_INITS = ("copy_of_target", "independent")
+
+# (depth, convention-B key) -> [(first module, last module, "s.b s.b ...")]  (§8.2 table,
+# `MLAAN CIFAR-SVHN-STL/networks/configAuxPlus_new.py`); the last module never has a list.
+_PUBLISHED = {
+    (32, 8): [(0, 1, "2.0 3.0 3.2 3.4"), (2, 2, "2.0 3.0 3.3 3.4"), (3, 4, "3.0 3.2 3.3 3.4"),
+              (5, 5, "3.2 3.3 3.4"), (6, 6, "3.3 3.4"), (7, 7, "3.4")],
+    (32, 15): [(0, 1, "2.0 3.0 3.2 3.4"), (2, 2, "2.0 3.0 3.3 3.4"), (3, 3, "2.0 3.0 3.2 3.4"),
+               (4, 4, "2.0 3.0 3.3 3.4"), (5, 9, "3.0 3.2 3.3 3.4"), (10, 10, "3.1 3.2 3.4"),
+               (11, 11, "3.2 3.3 3.4"), (12, 12, "3.3 3.4"), (13, 13, "3.4")],
+    (110, 32): [(0, 10, "2.0 3.0 3.2 3.17"), (11, 20, "3.0 3.2 3.3 3.17"),
+                (21, 21, "3.0 3.3 3.4 3.17"), (22, 25, "3.8 3.17"), (26, 27, "3.14 3.17"),
+                (28, 28, "3.15 3.17"), (29, 29, "3.16 3.17"), (30, 30, "3.17")],
+    (110, 54): [(0, 17, "2.0 3.0 3.2 3.17"), (18, 34, "3.0 3.2 3.3 3.17"),
+                (35, 35, "3.0 3.3 3.4 3.17"), (36, 42, "3.8 3.17"), (43, 46, "3.14 3.17"),
+                (47, 48, "3.15 3.17"), (49, 51, "3.16 3.17"), (52, 52, "3.17")],
+}
+_PUBLISHED_SPLITS = {(32, 8): "r32_k8_hpff", (32, 15): "r32_k16_hpff", (110, 32): "r110_k32",
+                     (110, 54): "r110_k55_hpff"}
+
+
+def _name(label: str) -> str:
+  s, b = label.split(".")
+  return f"s{s}b{b}"
+
+
+def published_leap_lists(split) -> list[tuple[str, ...]] | None:
+  """Leap lists (block names) per module of a published split, or None if `split` is not one."""
+  for (depth, key), preset in _PUBLISHED_SPLITS.items():
+    ref = splits.PRESETS[preset]
+    if split.depth == depth and split.module_ends == ref.module_ends:
+      out = []
+      for lo, hi, blocks in _PUBLISHED[(depth, key)]:
+        out += [tuple(_name(b) for b in blocks.split())] * (hi - lo + 1)
+      return out
+  return None
+
+
+def generic_leap_list(plan: Plan, j: int) -> tuple[str, ...]:
+  """[decision] Leap list of module j for splits without a published one: the first block of
+  every later stage, then the last residual block, keeping only blocks after module j (the
+  published lists' skeleton: early, intermediate and deep layers, ending at the last block)."""
+  residual = list(plan.backbone.block_names[1:-1])  # between the stem and the classifier
+  last = plan.modules[j][-1]
+  after = residual[residual.index(last) + 1:] if last in residual else residual
+  stage = schedules.block_stage(last) if last in residual else 0
+  out = [n for n in after if re.fullmatch(r"s\d+b0", n) and schedules.block_stage(n) > stage]
+  out.append(residual[-1])
+  return tuple(dict.fromkeys(n for n in out if n in after))
+
+
+def leap_lists(plan: Plan, split, mode: str) -> list[tuple[str, ...]]:
+  """Leap list per module 0..L−2 (`lam.leap_lists`: auto | published | generic)."""
+  if mode not in LEAP_LISTS:
+    raise ValueError(f"method.lam.leap_lists={mode!r} is unknown; valid: {', '.join(LEAP_LISTS)}")
+  published = published_leap_lists(split) if mode != "generic" else None
+  if mode == "published" and published is None:
+    raise ValueError(f"method.lam.leap_lists='published' but split {split.name!r} is not one of "
+                     f"the published MLAAN splits {sorted(_PUBLISHED_SPLITS.values())}")
+  if published is not None:
+    return published[:plan.num_modules - 1]
+  return [generic_leap_list(plan, j) for j in range(plan.num_modules - 1)]
+
+
+def _width_in(plan: Plan, block: str) -> int:
+  names = plan.backbone.block_names
+  return plan.backbone.module(names[names.index(block) - 1]).features
+
+
+class LeapHead(nn.Module):
+  """LAM (§8.2) then `inner` (the CAN). h [N,H,W,C] (module j's cascade output) -> (loss, metrics).
+
+  Params: aug{ℓ} (trainable copy of layers[ℓ]), ema{ℓ} (frozen EMA copy, ℓ = 0 or every ℓ with
+  ema_at = "all_layers"), inner (the CAN). copy_sources: (param name, source block) pairs that
+  `init_copies` sets to the source's initial parameters (copy_of_target).
+  """
+  layers: tuple[BlockSpec, ...]
+  inner: nn.Module
+  ema_at: str = "first"
+  copy_sources: tuple[tuple[str, str], ...] = ()
+
+  @nn.compact
+  def __call__(self, h, batch, train: bool = True):
+    z = h
+    for l, spec in enumerate(self.layers):
+      y = apply_copy(self, f"aug{l}", spec, z, train, frozen=False)
+      if l == 0 or self.ema_at == "all_layers":
+        y = y + apply_copy(self, f"ema{l}", spec, z, train, frozen=True)
+      z = y
+    return self.inner(z, batch, train)
+
+
+def apply_mlaan(mc, plan: Plan, split, num_classes: int) -> Plan:
+  """MLM cascades of window mlm.k with LAM on every cascade term (config.method.mlm / .lam)."""
+  mlm, lam = mc.mlm, mc.lam
+  for field, value, valid in (("lam.update", lam.update, UPDATES), ("lam.ema_at", lam.ema_at, EMA_AT),
+                              ("lam.copy_init", lam.copy_init, COPY_INITS)):
+    if value not in valid:
+      raise ValueError(f"method.{field}={value!r} is unknown; valid: {', '.join(valid)}")
+  lists = leap_lists(plan, split, lam.leap_lists)
+  lam_of = lambda j: schedules.module_lambdas(mlm.lambda_schedule, mc.infopro, plan, j, split.paper_k)
+  backbone = plan.backbone
+  k = mlm.k
+  last_j = plan.num_modules - 2
+  pairs = []
+
+  def can(j):
+    blocks = lists[j]
+    if not blocks:
+      raise ValueError(f"LAM: module {j} has an empty leap list")
+    width_out = backbone.module(plan.modules[j][-1]).features
+    if _width_in(plan, blocks[0]) != width_out:
+      raise ValueError(f"LAM: leap block {blocks[0]} of module {j} expects "
+                       f"{_width_in(plan, blocks[0])} channels, module {j} outputs {width_out}")
+    ema_layers = range(len(blocks)) if lam.ema_at == "all_layers" else range(1)
+    decay = lam.ema_decay if (lam.update == "all" or j == last_j) else 1.0
+    pairs.extend(EmaPair(f"cas{j}", (f"ema{l}",), blocks[l], decay) for l in ema_layers)
+    sources = ()
+    if lam.copy_init == "copy_of_target":
+      sources = tuple((f"aug{l}", b) for l, b in enumerate(blocks))
+      sources += tuple((f"ema{l}", blocks[l]) for l in ema_layers)
+    return LeapHead(tuple(BlockSpec.of(backbone.module(b)) for b in blocks),
+                    base_heads.tail(mc, num_classes, lam_of(j)), lam.ema_at, sources)
+
+  heads, terms = hilo.hilo_heads_and_terms(
+      plan, k, mlm.w_ind, mlm.w_cas, lambda j: base_heads.tail(mc, num_classes, lam_of(j)), can,
+      mlm.final_x_loss)
+  desc = (f"{plan.description} + MLAAN (MLM k={k}, LAM update={lam.update}, "
+          f"copy_init={lam.copy_init}, r={lam.ema_decay})")
+  return dataclasses.replace(plan, heads=heads, terms=terms, description=desc,
+                             ema_pairs=plan.ema_pairs + tuple(pairs))
