@@ -1,5 +1,11 @@
-"""Train one config: python launch.py --config=configs/X.py --workdir=DIR [--config.field=value]."""
+"""Train one config: python launch.py --config=configs/X.py --workdir=DIR [--config.field=value].
+
+Exit status: 0 trained to the end; 75 stopped by SIGTERM/SIGINT after checkpointing (relaunch
+the same command to resume; a second signal interrupts at once); 3 diverged (non-finite loss,
+gradients or state; the newest checkpoint is the last good one); 1 any other error.
+"""
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported by tfds/clu
 
@@ -26,10 +32,20 @@ def main(argv):
     tf.config.experimental.set_visible_devices([], "GPU")
   except ImportError:
     pass
-  from jax_local import train
+  from jax_local import checkpointing, divergence, preemption, train
   run_log.LOG.info("JAX process %d/%d, local devices: %s", jax.process_index(), jax.process_count(),
                jax.local_devices())
-  summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except preemption.Preempted as e:
+    run_log.LOG.warning("%s (exit status %d)", e, preemption.EXIT_PREEMPTED)
+    sys.exit(preemption.EXIT_PREEMPTED)
+  except divergence.Diverged as e:
+    run_log.LOG.error("%s (exit status %d)", e, divergence.EXIT_DIVERGED)
+    sys.exit(divergence.EXIT_DIVERGED)
+  except (checkpointing.CheckpointMismatch, checkpointing.UnreadableCheckpoints) as e:
+    run_log.LOG.error("%s", e)
+    sys.exit(1)
   print(f"[{summary['method']}] {summary['model']} on {summary['dataset']}, "
         f"{summary['num_modules']} modules, {summary['epochs']} epochs: "
         f"final test error {summary['final_test_error']:.2f}%, "

@@ -1,8 +1,9 @@
-"""Run records in the workdir: a JSONL metric writer and the atomic evaluation history.
+"""Run records in the workdir: a JSONL metric writer, the atomic evaluation history, the config.
 
 `metrics.jsonl` holds one line per `write_scalars` call ({"step": s, name: value, ...}), so
 analysis tools read a run without TensorBoard. `history.json` holds one entry per evaluation
-and is rewritten atomically (write to a temporary file, then rename).
+and is rewritten atomically (write to a temporary file, then rename). `config.json` is the
+config of the run; `config_diff` lists what a resumed run changed.
 """
 from __future__ import annotations
 
@@ -23,10 +24,21 @@ def configure_console(verbose: bool = True) -> None:
   """Sends jax_local's log to stderr with a timestamp (INFO if verbose, else WARNING)."""
   if not LOG.handlers:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    handler.setFormatter(_Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     LOG.addHandler(handler)
   LOG.setLevel(logging.INFO if verbose else logging.WARNING)
   LOG.propagate = False
+
+
+class _Formatter(logging.Formatter):
+  """Time and message; warnings and errors also name their level."""
+
+  def format(self, record):
+    text = super().format(record)
+    if record.levelno >= logging.WARNING:
+      time_, _, message = text.partition(" ")
+      text = f"{time_} {record.levelname}: {message}"
+    return text
 
 
 class JsonlWriter(metric_writers.MetricWriter):
@@ -84,3 +96,22 @@ def read_json(path: str, default=None):
     return default
   with open(path, encoding="utf-8") as f:
     return json.load(f)
+
+
+def _flatten(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def config_diff(old: Mapping, new: Mapping) -> list[str]:
+  """Lines "field: old -> new" for every field (dotted path) that differs between two configs
+  given as nested dicts (e.g. `json.loads(config.to_json())`); absent fields show as <absent>."""
+  a, b = _flatten(dict(old)), _flatten(dict(new))
+  absent = "<absent>"
+  return [f"{k}: {json.dumps(a.get(k, absent))} -> {json.dumps(b.get(k, absent))}"
+          for k in sorted(set(a) | set(b)) if a.get(k, absent) != b.get(k, absent)]

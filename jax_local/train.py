@@ -1,9 +1,14 @@
 """train_and_evaluate(config, workdir): build, resume, train, evaluate, checkpoint, summarise.
 
 Reads top to bottom: validate the config, load data, build the plan, initialise or restore the
-state, then loop over epochs. The workdir holds `checkpoints/`, `metrics.jsonl` (every logged
-scalar), `history.json` (one entry per evaluation), `config.json`, TensorBoard event files and,
-at the end, `summary.json`.
+state, then loop over epochs (`_loop`). The workdir holds `checkpoints/`, `metrics.jsonl` (every
+logged scalar), `history.json` (one entry per evaluation), `config.json`, TensorBoard event files
+and, at the end, `summary.json`.
+
+Faults (README "When things go wrong"): SIGTERM/SIGINT checkpoint the current step and raise
+`preemption.Preempted`; every step is checked for non-finite values on device
+(`divergence.Guard`); unreadable checkpoints are skipped (`checkpointing`); a config that differs
+from the saved `config.json` is reported.
 """
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_local import checkpointing, config_validation, ema, methods, optim, run_log
+from jax_local import (checkpointing, config_validation, divergence, ema, methods, optim,
+                       preemption, run_log)
 from jax_local.data import input_pipeline
 from jax_local import engine
 from jax_local.engine import forward
@@ -77,86 +83,132 @@ def _writer(workdir: str):
       os.path.join(workdir, "metrics.jsonl"))])
 
 
+def _report_config_changes(workdir: str, config_dict: dict) -> list[str]:
+  """Warns about fields that differ from the run's saved config.json; returns the diff lines."""
+  saved = run_log.read_json(os.path.join(workdir, "config.json"))
+  changes = run_log.config_diff(saved, config_dict) if saved is not None else []
+  if changes:
+    LOG.warning("the config differs from the one this workdir was run with (%s):\n  %s",
+                os.path.join(workdir, "config.json"), "\n  ".join(changes))
+  return changes
+
+
+def _save_config(workdir: str, config_dict: dict, changed: bool, step: int) -> None:
+  """Writes config.json; a changed config keeps the previous one as config.until_step<N>.json."""
+  if jax.process_index() != 0:
+    return
+  path = os.path.join(workdir, "config.json")
+  if changed:
+    os.replace(path, os.path.join(workdir, f"config.until_step{step}.json"))
+  run_log.write_json_atomic(path, config_dict)
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains `config` in `workdir` (resuming if a checkpoint exists); returns the summary dict."""
+  """Trains `config` in `workdir` (resuming if a checkpoint exists); returns the summary dict.
+
+  Raises:
+    preemption.Preempted: SIGTERM/SIGINT arrived; the step reached is checkpointed.
+    divergence.Diverged: a non-finite step with on_nonfinite="stop"; no checkpoint after it.
+    checkpointing.CheckpointMismatch: the checkpoint holds arrays of other shapes.
+  """
   os.makedirs(workdir, exist_ok=True)
   config_validation.validate_config(config)
-  dataset = input_pipeline.build_dataset(config.data, config.seed, jax.process_index(),
-                                         jax.process_count())
-  plan, tx, schedule, steps_per_epoch = build(config, dataset)
-  total_steps = steps_per_epoch * config.num_epochs
-  LOG.info("%s", plan.description)
-  LOG.info("gradient-isolated modules: %d; steps/epoch %d; %d epochs", plan.num_modules,
-               steps_per_epoch, config.num_epochs)
+  config_dict = json.loads(config.to_json())
+  changes = _report_config_changes(workdir, config_dict)
+  with preemption.StopOnSignal() as stop:  # before data loading, so a signal then is graceful
+    dataset = input_pipeline.build_dataset(config.data, config.seed, jax.process_index(),
+                                           jax.process_count())
+    plan, tx, schedule, steps_per_epoch = build(config, dataset)
+    LOG.info("%s", plan.description)
+    LOG.info("gradient-isolated modules: %d; steps/epoch %d; %d epochs", plan.num_modules,
+             steps_per_epoch, config.num_epochs)
 
-  state = init_state(plan, tx, jax.random.PRNGKey(config.seed), dataset.image_shape)
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                    config.max_checkpoints_to_keep)
-  restored = ckpt.restore(state)
-  history_path = os.path.join(workdir, "history.json")
-  history = run_log.read_json(history_path, [])
-  if restored is not None:
-    state = restored
-    LOG.info("resumed from step %d", int(state.step))
-  start = int(state.step)
-  history = [h for h in history if h["step"] <= start]
-  if jax.process_index() == 0:
-    run_log.write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+    init = jax.jit(lambda rng: init_state(plan, tx, rng, dataset.image_shape))
+    state = init(jax.random.PRNGKey(config.seed))
+    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                      config.max_checkpoints_to_keep)
+    restored = ckpt.restore(state)
+    history_path = os.path.join(workdir, "history.json")
+    history = run_log.read_json(history_path, [])
+    if restored is not None:
+      state = restored
+      LOG.info("resumed from step %d", int(state.step))
+    start = int(state.step)
+    history = [h for h in history if h["step"] <= start]
+    _save_config(workdir, config_dict, bool(changes), start)
 
-  train_step = engine.make_train_step(config.executor, plan, tx, schedule, dataset.mean,
-                                      dataset.std)
-  eval_step = make_eval_step(plan)
-  writer = _writer(workdir)
-  if start == 0:
-    writer.write_hparams({"config": config.to_json(), "num_modules": plan.num_modules})
-
-  step = start
-  t_log, imgs_since_log, pending = time.time(), 0, []
-  t_run, step_run0 = time.time(), start
-  for epoch in range(start // steps_per_epoch, config.num_epochs):
-    batches = dataset.train_batches(epoch, step % steps_per_epoch, config.data.batch_size,
-                                    config.data.drop_remainder)
-    for batch in batches:
-      state, metrics = train_step(state, batch)
-      step += 1
-      imgs_since_log += batch["label"].shape[0] * jax.process_count()
-      pending.append(metrics)
-      if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
-        mean_metrics = {k: float(np.mean([float(m[k]) for m in jax.device_get(pending)]))
-                        for k in pending[0]}
-        now = time.time()
-        mean_metrics["images_per_sec"] = imgs_since_log / max(now - t_log, 1e-9)
-        mean_metrics["epoch"] = step / steps_per_epoch
-        writer.write_scalars(step, mean_metrics)
-        rate = (step - step_run0) / max(now - t_run, 1e-9)
-        LOG.info("epoch %d/%d step %d/%d | loss %.4f | lr %.4g | %.1f img/s | ETA %s",
-                     epoch + 1, config.num_epochs, step, total_steps, mean_metrics["loss"],
-                     mean_metrics["lr"], mean_metrics["images_per_sec"],
-                     format_eta((total_steps - step) / max(rate, 1e-9)))
-        if not np.isfinite(mean_metrics["loss"]):
-          raise FloatingPointError(f"non-finite loss at step {step}; last good checkpoint: "
-                                   f"{ckpt.latest_step()}")
-        t_log, imgs_since_log, pending = now, 0, []
-      if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
-        ckpt.save(state)
-    epoch_done = epoch + 1
-    if epoch_done % config.eval_every_epochs == 0 or epoch_done == config.num_epochs:
-      result = evaluate(eval_step, state, dataset, config.data.eval_batch_size)
-      writer.write_scalars(step, result)
-      LOG.info("epoch %d: test accuracy %.4f (error %.2f%%)", epoch_done,
-                   result["test_accuracy"], result["test_error"])
-      history.append({"epoch": epoch_done, "step": step, **result})
-      if jax.process_index() == 0:
-        run_log.write_json_atomic(history_path, history)
-    ckpt.save(state)
-  writer.flush()
-  ckpt.close()
+    train_step = engine.make_train_step(config.executor, plan, tx, schedule, dataset.mean,
+                                        dataset.std)
+    guard = divergence.Guard(config.get("on_nonfinite", "stop"))
+    eval_step = make_eval_step(plan)
+    writer = _writer(workdir)
+    if start == 0:
+      writer.write_hparams({"config": config.to_json(), "num_modules": plan.num_modules})
+    try:
+      history = _loop(config, dataset, state, train_step, guard, eval_step, writer, ckpt, stop,
+                      history, history_path, steps_per_epoch)
+    finally:
+      writer.flush()
+      ckpt.close()  # waits for the last (good) checkpoint, also when stopping on an error
 
   summary = summarise(config, plan, history)
   if jax.process_index() == 0:
     run_log.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
   LOG.info("summary: %s", json.dumps(summary))
   return summary
+
+
+def _loop(config, dataset, state, train_step, guard, eval_step, writer, ckpt, stop, history,
+          history_path, steps_per_epoch):
+  """The epoch loop from `state.step` on; returns the evaluation history."""
+  step = start = int(state.step)
+  total_steps = steps_per_epoch * config.num_epochs
+  t_log, imgs_since_log, pending = time.time(), 0, []
+  t_run = time.time()
+  for epoch in range(start // steps_per_epoch, config.num_epochs):
+    batches = dataset.train_batches(epoch, step % steps_per_epoch, config.data.batch_size,
+                                    config.data.drop_remainder)
+    for batch in batches:
+      state, metrics = guard.step(train_step, state, batch)
+      step += 1
+      imgs_since_log += batch["label"].shape[0] * jax.process_count()
+      pending.append((step, metrics))
+      log_now = step % config.log_every_steps == 0 or step % steps_per_epoch == 0
+      save_now = bool(config.checkpoint_every_steps) and step % config.checkpoint_every_steps == 0
+      stop_now = stop.requested(sync_point=log_now or save_now)
+      if log_now or stop_now:
+        rows = guard.review(pending, ckpt.latest_step())
+        mean_metrics = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "finite"}
+        if len(rows) < len(pending):
+          mean_metrics["nonfinite_steps"] = len(pending) - len(rows)
+        now = time.time()
+        mean_metrics["images_per_sec"] = imgs_since_log / max(now - t_log, 1e-9)
+        mean_metrics["epoch"] = step / steps_per_epoch
+        writer.write_scalars(step, mean_metrics)
+        rate = (step - start) / max(now - t_run, 1e-9)
+        LOG.info("epoch %d/%d step %d/%d | loss %.4f | lr %.4g | %.1f img/s | ETA %s",
+                 epoch + 1, config.num_epochs, step, total_steps, mean_metrics["loss"],
+                 mean_metrics["lr"], mean_metrics["images_per_sec"],
+                 format_eta((total_steps - step) / max(rate, 1e-9)))
+        t_log, imgs_since_log, pending = now, 0, []
+      if save_now or stop_now:
+        guard.check(pending, ckpt.latest_step())  # never checkpoint a diverged state
+        ckpt.save(state)
+      if stop_now:
+        raise preemption.Preempted(step, stop.signal_name)
+    epoch_done = epoch + 1
+    if epoch_done % config.eval_every_epochs == 0 or epoch_done == config.num_epochs:
+      result = evaluate(eval_step, state, dataset, config.data.eval_batch_size)
+      writer.write_scalars(step, result)
+      LOG.info("epoch %d: test accuracy %.4f (error %.2f%%)", epoch_done,
+               result["test_accuracy"], result["test_error"])
+      history.append({"epoch": epoch_done, "step": step, **result})
+      if jax.process_index() == 0:
+        run_log.write_json_atomic(history_path, history)
+    ckpt.save(state)
+    if stop.requested(sync_point=True):
+      raise preemption.Preempted(step, stop.signal_name)
+  return history
 
 
 def summarise(config, plan, history) -> dict:
