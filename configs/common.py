@@ -23,6 +23,7 @@ def get_config():
   c.data.drop_remainder = False    # False keeps the partial last batch, as the reference loaders
   c.data.train_subset = 0          # >0: train on the first N training examples (CPU-scale runs)
   c.data.augment = True
+  c.data.on_bad_image = "fail"     # image_folder, undecodable files: fail | skip (both list paths)
 
   c.model = ml_collections.ConfigDict()
   c.model.arch = "cifar_resnet"
@@ -77,7 +78,7 @@ def get_config():
   c.method.mlm.final_x_loss = "weighted"           # quirk Q8: dropped = CIFAR code
   c.method.lam = ml_collections.ConfigDict()       # Leap Augmented Modules (§8.2)
   c.method.lam.ema_decay = 0.995
-  c.method.lam.update = "all"                      # quirk Q7: last_only = CIFAR code
+  c.method.lam.ema_update = "all"                  # quirk Q7: last_only = CIFAR code
   c.method.lam.ema_at = "first"                    # | all_layers
   c.method.lam.copy_init = "copy_of_target"        # | independent (ImageNet code, Q14)
   c.method.lam.leap_lists = "auto"                 # auto | published | generic
@@ -105,4 +106,5 @@ def get_config():
   c.eval_every_epochs = 1
   c.checkpoint_every_steps = 0     # 0: at the end of every epoch only
   c.max_checkpoints_to_keep = 3
+  c.on_nonfinite = "stop"          # stop | skip (undo the step; costs a state copy per step)
   return c

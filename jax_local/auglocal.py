@@ -97,5 +97,6 @@ def build_auglocal_plan(method_config, backbone, split, num_classes: int) -> Pla
   heads["final"] = LogitsCE()
   terms.append(LossTerm("final", len(modules) - 1, len(modules) - 1, "final", 1.0))
   desc = (f"auglocal: {split.describe()}; d={al.aux_depth}, pyramid={al.pyramid}, "
-          f"K_eff={k_eff} -> {len(modules)} modules (last merges {len(net_dim) - k_eff + 1} layers)")
+          f"K_eff={k_eff} -> {len(modules)} modules "
+          f"(the last merges {len(net_dim) - k_eff + 1} layers)")
   return Plan(backbone, modules, heads, tuple(terms), description=desc)

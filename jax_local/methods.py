@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from jax_local import auglocal, plugins
 from jax_local import heads as H
+from jax_local.heads import imagenet as imagenet_heads
 from jax_local.models.backbone import Backbone
 from jax_local.plan import LossTerm, Plan, modules_from_ranges
 
@@ -31,9 +32,8 @@ def local_head(method_config, module: int, num_modules: int, num_classes: int):
     ip = method_config.infopro
     lam_rec, lam_cls = H.infopro_lambdas(module, num_modules, ip.ixx_1, ip.ixy_1, ip.ixx_2,
                                          ip.ixy_2)
-    return H.InfoProHead(lambda_rec=lam_rec, lambda_cls=lam_cls, classifier=ip.classifier,
-                         loss_mode=ip.loss_mode, num_classes=num_classes,
-                         feature_dim=ip.feature_dim, temperature=ip.temperature)
+    # method.infopro.head_family: CIFAR heads (§4.1-4.2) or the ImageNet ones (§4.6)
+    return imagenet_heads.infopro_head(ip, num_classes, lam_rec, lam_cls)
   if name == "predsim":
     ps = method_config.predsim
     return H.PredSimHead(num_classes=num_classes, beta=ps.beta, pool_target=ps.pool_target,

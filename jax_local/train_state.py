@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jax_local import plugins
 from jax_local.engine import forward
 from jax_local.plan import Plan
 
@@ -41,5 +42,6 @@ def init_state(plan: Plan, tx: optax.GradientTransformation, rng, image_shape,
     variables = head.init(jax.random.fold_in(rng, 1000 + k), h, batch, train=True)
     params["heads"][term.head] = variables.get("params", {})
     stats["heads"][term.head] = variables.get("batch_stats", {})
+  params = plugins.init_copies(plan, params)  # copies declared copy_of_target start as their source
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=stats,
                     opt_state=tx.init(params))

@@ -14,16 +14,15 @@ from __future__ import annotations
 import flax.linen as nn
 
 from jax_local import heads as H
+from jax_local.heads import imagenet as imagenet_heads
 from jax_local.plugins import pff as pff_lib
 
 BASES = ("greedy", "dgl", "infopro", "predsim")
 
 
 def _infopro(mc, num_classes, lam_rec, lam_cls):
-  ip = mc.infopro
-  return H.InfoProHead(lambda_rec=lam_rec, lambda_cls=lam_cls, classifier=ip.classifier,
-                       loss_mode=ip.loss_mode, num_classes=num_classes,
-                       feature_dim=ip.feature_dim, temperature=ip.temperature)
+  """InfoPro head of the family `method.infopro.head_family` (CIFAR §4.1-4.2 or ImageNet §4.6)."""
+  return imagenet_heads.infopro_head(mc.infopro, num_classes, lam_rec, lam_cls)
 
 
 def tail(mc, num_classes: int, lam=(0.0, 1.0)) -> nn.Module:
@@ -55,12 +54,13 @@ def cascade(mc, num_classes: int, lam, pff) -> nn.Module:
   patch = lambda inner: pff_lib.PatchHead(inner, grid, loop)
   if pff.mode == "off":
     return tail(mc, num_classes, lam)
-  if mc.name != "infopro":  # no decoder: only the classifier side can be patched (§7.4)
+  if mc.name != "infopro" or imagenet_heads.head_family(mc.infopro) != "cifar":
+    # no (CIFAR) decoder: only the whole head can be patched (§7.4)
     if pff.mode != "paper_shared_avg" or pff.apply_to == "decoder":
       raise ValueError(f"method.pff.mode={pff.mode!r} / apply_to={pff.apply_to!r} needs a decoder; "
                        f"base {mc.name!r} has none: use mode 'paper_shared_avg' with apply_to "
                        "'classifier' (or 'both'), or 'off'")
-    return patch(tail(mc, num_classes))
+    return patch(tail(mc, num_classes, lam))
   lam_rec, lam_cls = lam
   cls = _infopro(mc, num_classes, 0.0, lam_cls)
   if pff.mode == "code_quadrant_decoders":

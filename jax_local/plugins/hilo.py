@@ -9,7 +9,8 @@ with w_ind = 0.001, w_cas = 0.999 (the reference's loss weights, §7.1). Windows
 is reached by ind_j and by the k cascades ending at j..j+k−1. The first k−1 modules get no
 independent-only term (as the reference: their IAN would be unused); they and the stem (inside
 module 0 in convention B) learn through the cascades only. `final_x_loss = "dropped"` (quirk Q8,
-MLAAN CIFAR code) keeps only final_y, with weight 1.
+MLAAN CIFAR code) keeps only final_y, with weight 1. Terms of weight 0 (w_ind = 0: HPFF's
+cascade-only ImageNet code) and their heads are not built (unused heads must not exist, §1.6.4).
 """
 from __future__ import annotations
 
@@ -34,12 +35,14 @@ def hilo_heads_and_terms(plan: Plan, k: int, w_ind: float, w_cas: float,
     raise ValueError(f"final_x_loss={final_x_loss!r} is unknown; valid: {', '.join(FINAL_X_LOSS)}")
   heads, terms = {}, []
   for j in range(k - 1, L - 1):
-    heads[f"ind{j}"] = ian(j)
-    terms.append(LossTerm(f"ind{j}", j, j, f"ind{j}", w_ind))
-    heads[f"cas{j}"] = can(j)
-    terms.append(LossTerm(f"cas{j}", j - k + 1, j, f"cas{j}", w_cas))
+    if w_ind:
+      heads[f"ind{j}"] = ian(j)
+      terms.append(LossTerm(f"ind{j}", j, j, f"ind{j}", w_ind))
+    if w_cas:
+      heads[f"cas{j}"] = can(j)
+      terms.append(LossTerm(f"cas{j}", j - k + 1, j, f"cas{j}", w_cas))
   heads[FINAL_HEAD] = plan.heads[FINAL_HEAD]
-  if final_x_loss == "weighted":
+  if final_x_loss == "weighted" and w_ind:
     terms.append(LossTerm("final_x", L - 1, L - 1, FINAL_HEAD, w_ind))
     terms.append(LossTerm("final_y", L - k, L - 1, FINAL_HEAD, w_cas))
   else:

@@ -6,12 +6,13 @@ backbone blocks and runs, on the cascade output z (§8.2 code):
     (ema_at = "all_layers": z ← Aug_ℓ(z) + EMA_ℓ(z) at every layer)
 then the CAN (the base's head at the last block's width). Aug_ℓ are trainable copies of b_ℓ;
 EMA_ℓ are frozen copies updated after each step as EMA_ℓ ← r·EMA_ℓ + (1−r)·θ(b_ℓ), r = 0.995.
-`lam.update = "last_only"` (quirk Q7, CIFAR code) updates only the copies of the last LAM; the
+`lam.ema_update = "last_only"` (quirk Q7, CIFAR code) updates only the copies of the last LAM; the
 others keep their initial values (their EmaPair has decay 1). `lam.copy_init`: copy_of_target
 (CIFAR code: copies start equal to the real block's initial parameters, set by
 `jax_local.plugins.init_copies` after initialisation) or independent (ImageNet code, Q14).
-Leap lists: the published ones for the convention-B ResNet-32 keys 8/15 and ResNet-110 keys 32/54
-(used when the split has exactly those modules), otherwise the generic rule `generic_leap_list`.
+Leap lists: the published ones (CIFAR ResNet-32 keys 8/15, ResNet-110 keys 32/54; ImageNet
+ResNet-34/101/152 keys 16/33/50), used when the split has exactly those modules, otherwise the
+generic rule `generic_leap_list`.
 """
 from __future__ import annotations
 
@@ -31,23 +32,35 @@ UPDATES = ("all", "last_only")
 EMA_AT = ("first", "all_layers")
 COPY_INITS = ("copy_of_target", "independent")
 
-# (depth, convention-B key) -> [(first module, last module, "s.b s.b ...")]  (§8.2 table,
-# `MLAAN CIFAR-SVHN-STL/networks/configAuxPlus_new.py`); the last module never has a list.
+# preset -> [(first module, last module, "s.b s.b ...")] (§8.2 table; CIFAR:
+# `MLAAN CIFAR-SVHN-STL/networks/configAuxPlus_new.py` keys 8/15/32/54, ImageNet:
+# `MLAAN ImageNet/networks/configAux_new.py` keys 16/33/50); the last module never has a list.
 _PUBLISHED = {
-    (32, 8): [(0, 1, "2.0 3.0 3.2 3.4"), (2, 2, "2.0 3.0 3.3 3.4"), (3, 4, "3.0 3.2 3.3 3.4"),
-              (5, 5, "3.2 3.3 3.4"), (6, 6, "3.3 3.4"), (7, 7, "3.4")],
-    (32, 15): [(0, 1, "2.0 3.0 3.2 3.4"), (2, 2, "2.0 3.0 3.3 3.4"), (3, 3, "2.0 3.0 3.2 3.4"),
-               (4, 4, "2.0 3.0 3.3 3.4"), (5, 9, "3.0 3.2 3.3 3.4"), (10, 10, "3.1 3.2 3.4"),
-               (11, 11, "3.2 3.3 3.4"), (12, 12, "3.3 3.4"), (13, 13, "3.4")],
-    (110, 32): [(0, 10, "2.0 3.0 3.2 3.17"), (11, 20, "3.0 3.2 3.3 3.17"),
-                (21, 21, "3.0 3.3 3.4 3.17"), (22, 25, "3.8 3.17"), (26, 27, "3.14 3.17"),
-                (28, 28, "3.15 3.17"), (29, 29, "3.16 3.17"), (30, 30, "3.17")],
-    (110, 54): [(0, 17, "2.0 3.0 3.2 3.17"), (18, 34, "3.0 3.2 3.3 3.17"),
-                (35, 35, "3.0 3.3 3.4 3.17"), (36, 42, "3.8 3.17"), (43, 46, "3.14 3.17"),
-                (47, 48, "3.15 3.17"), (49, 51, "3.16 3.17"), (52, 52, "3.17")],
+    "r32_k8_hpff": [(0, 1, "2.0 3.0 3.2 3.4"), (2, 2, "2.0 3.0 3.3 3.4"),
+                    (3, 4, "3.0 3.2 3.3 3.4"), (5, 5, "3.2 3.3 3.4"), (6, 6, "3.3 3.4"),
+                    (7, 7, "3.4")],
+    "r32_k16_hpff": [(0, 1, "2.0 3.0 3.2 3.4"), (2, 2, "2.0 3.0 3.3 3.4"),
+                     (3, 3, "2.0 3.0 3.2 3.4"), (4, 4, "2.0 3.0 3.3 3.4"),
+                     (5, 9, "3.0 3.2 3.3 3.4"), (10, 10, "3.1 3.2 3.4"), (11, 11, "3.2 3.3 3.4"),
+                     (12, 12, "3.3 3.4"), (13, 13, "3.4")],
+    "r110_k32": [(0, 10, "2.0 3.0 3.2 3.17"), (11, 20, "3.0 3.2 3.3 3.17"),
+                 (21, 21, "3.0 3.3 3.4 3.17"), (22, 25, "3.8 3.17"), (26, 27, "3.14 3.17"),
+                 (28, 28, "3.15 3.17"), (29, 29, "3.16 3.17"), (30, 30, "3.17")],
+    "r110_k55_hpff": [(0, 17, "2.0 3.0 3.2 3.17"), (18, 34, "3.0 3.2 3.3 3.17"),
+                      (35, 35, "3.0 3.3 3.4 3.17"), (36, 42, "3.8 3.17"), (43, 46, "3.14 3.17"),
+                      (47, 48, "3.15 3.17"), (49, 51, "3.16 3.17"), (52, 52, "3.17")],
+    "r34_k17_mlaan": [(0, 2, "2.0 2.1 3.0 4.0 4.2"), (3, 6, "2.1 3.0 4.0 4.2"),
+                      (7, 12, "3.1 4.0 4.1"), (13, 13, "4.1 4.1 4.2"), (14, 14, "4.1 4.2")],
+    # methods.md §8.2 prints 7–30 / 31–32 and 11–47 / 48–49; the reference lists have one entry
+    # fewer (32 and 49, counted in configAux_new.py), which also keeps the block widths consistent.
+    "r101_k34_mlaan": [(0, 2, "2.0 3.0 4.0 4.2"), (3, 6, "3.0 4.0 4.1"), (7, 29, "4.0 4.1"),
+                       (30, 31, "4.1 4.2")],
+    "r152_k51_mlaan": [(0, 2, "2.0 3.0 4.0 4.2"), (3, 10, "3.0 4.0 4.1"), (11, 46, "4.0 4.1"),
+                       (47, 48, "4.1 4.2")],
 }
-_PUBLISHED_SPLITS = {(32, 8): "r32_k8_hpff", (32, 15): "r32_k16_hpff", (110, 32): "r110_k32",
-                     (110, 54): "r110_k55_hpff"}
+
+
+PUBLISHED_PRESETS = tuple(_PUBLISHED)
 
 
 def _name(label: str) -> str:
@@ -55,13 +68,22 @@ def _name(label: str) -> str:
   return f"s{s}b{b}"
 
 
+def _reference_split(preset: str):
+  if preset in splits.PRESETS:
+    return splits.PRESETS[preset]
+  from jax_local import splits_imagenet  # the ImageNet lists only
+  return splits_imagenet.PRESETS.get(preset)
+
+
 def published_leap_lists(split) -> list[tuple[str, ...]] | None:
-  """Leap lists (block names) per module of a published split, or None if `split` is not one."""
-  for (depth, key), preset in _PUBLISHED_SPLITS.items():
-    ref = splits.PRESETS[preset]
-    if split.depth == depth and split.module_ends == ref.module_ends:
+  """Leap lists (block names) per module of a published split, or None if `split` is not one
+  (same class, depth and modules as a preset of `_PUBLISHED`)."""
+  for preset, table in _PUBLISHED.items():
+    ref = _reference_split(preset)
+    if ref is not None and (type(split), split.depth, split.module_ends) == (
+        type(ref), ref.depth, ref.module_ends):
       out = []
-      for lo, hi, blocks in _PUBLISHED[(depth, key)]:
+      for lo, hi, blocks in table:
         out += [tuple(_name(b) for b in blocks.split())] * (hi - lo + 1)
       return out
   return None
@@ -87,7 +109,7 @@ def leap_lists(plan: Plan, split, mode: str) -> list[tuple[str, ...]]:
   published = published_leap_lists(split) if mode != "generic" else None
   if mode == "published" and published is None:
     raise ValueError(f"method.lam.leap_lists='published' but split {split.name!r} is not one of "
-                     f"the published MLAAN splits {sorted(_PUBLISHED_SPLITS.values())}")
+                     f"the published MLAAN splits {sorted(_PUBLISHED)}")
   if published is not None:
     return published[:plan.num_modules - 1]
   return [generic_leap_list(plan, j) for j in range(plan.num_modules - 1)]
@@ -124,12 +146,14 @@ class LeapHead(nn.Module):
 def apply_mlaan(mc, plan: Plan, split, num_classes: int) -> Plan:
   """MLM cascades of window mlm.k with LAM on every cascade term (config.method.mlm / .lam)."""
   mlm, lam = mc.mlm, mc.lam
-  for field, value, valid in (("lam.update", lam.update, UPDATES), ("lam.ema_at", lam.ema_at, EMA_AT),
+  for field, value, valid in (("lam.ema_update", lam.ema_update, UPDATES),
+                              ("lam.ema_at", lam.ema_at, EMA_AT),
                               ("lam.copy_init", lam.copy_init, COPY_INITS)):
     if value not in valid:
       raise ValueError(f"method.{field}={value!r} is unknown; valid: {', '.join(valid)}")
   lists = leap_lists(plan, split, lam.leap_lists)
-  lam_of = lambda j: schedules.module_lambdas(mlm.lambda_schedule, mc.infopro, plan, j, split.paper_k)
+  lam_of = lambda j: schedules.module_lambdas(mlm.lambda_schedule, mc.infopro, plan, j,
+                                              split.paper_k)
   backbone = plan.backbone
   k = mlm.k
   last_j = plan.num_modules - 2
@@ -144,7 +168,7 @@ def apply_mlaan(mc, plan: Plan, split, num_classes: int) -> Plan:
       raise ValueError(f"LAM: leap block {blocks[0]} of module {j} expects "
                        f"{_width_in(plan, blocks[0])} channels, module {j} outputs {width_out}")
     ema_layers = range(len(blocks)) if lam.ema_at == "all_layers" else range(1)
-    decay = lam.ema_decay if (lam.update == "all" or j == last_j) else 1.0
+    decay = lam.ema_decay if (lam.ema_update == "all" or j == last_j) else 1.0
     pairs.extend(EmaPair(f"cas{j}", (f"ema{l}",), blocks[l], decay) for l in ema_layers)
     sources = ()
     if lam.copy_init == "copy_of_target":
@@ -156,7 +180,7 @@ def apply_mlaan(mc, plan: Plan, split, num_classes: int) -> Plan:
   heads, terms = hilo.hilo_heads_and_terms(
       plan, k, mlm.w_ind, mlm.w_cas, lambda j: base_heads.tail(mc, num_classes, lam_of(j)), can,
       mlm.final_x_loss)
-  desc = (f"{plan.description} + MLAAN (MLM k={k}, LAM update={lam.update}, "
+  desc = (f"{plan.description} + MLAAN (MLM k={k}, LAM update={lam.ema_update}, "
           f"copy_init={lam.copy_init}, r={lam.ema_decay})")
   return dataclasses.replace(plan, heads=heads, terms=terms, description=desc,
                              ema_pairs=plan.ema_pairs + tuple(pairs))

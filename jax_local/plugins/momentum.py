@@ -82,6 +82,7 @@ def apply_man(mc, plan: Plan, split, num_classes: int) -> Plan:
                                     man.bias_form, sources)
     pairs.append(EmaPair(term.head, ("ema",), nxt, man.ema_decay))
     terms.append(LossTerm(term.name, i, i, term.head, term.weight))
-  desc = f"{plan.description} + {man.variant.upper()} (m={man.ema_decay}, copy_init={man.copy_init})"
+  desc = (f"{plan.description} + {man.variant.upper()} (m={man.ema_decay}, "
+          f"copy_init={man.copy_init})")
   return dataclasses.replace(plan, heads=heads, terms=tuple(terms), description=desc,
                              ema_pairs=plan.ema_pairs + tuple(pairs))

@@ -50,7 +50,7 @@ def even(x, grid: Sequence[int]) -> bool:
 
 
 class QuadrantDecoderHead(nn.Module):
-  """λ_rec·Σ_q BCE(Decoder_q(h_q), x01_q) over the 2x2 quadrants, own decoder per quadrant (§7.2 code).
+  """λ_rec·Σ_q BCE(Decoder_q(h_q), x01_q) over the 2x2 quadrants, own decoder each (§7.2 code).
 
   h [N,H,W,C]; target batch["image01"] [N,Hi,Wi,Ci]; decoder q: resize h_q to x01_q's size
   (align_corners) → conv3x3(C→12·widen, bias) → BN → ReLU → conv3x3(→Ci, bias). Metrics: loss, bce.

@@ -26,7 +26,7 @@ def block_stage(name: str) -> int:
   """Stage number s of a residual block named "s{s}b{b}" (CIFAR ResNet naming)."""
   m = re.fullmatch(r"s(\d+)b\d+", name)
   if not m:
-    raise ValueError(f"lambda schedule 'man_stage' needs residual block names s<s>b<b>, got {name!r}")
+    raise ValueError(f"lambda schedule 'man_stage' needs block names s<s>b<b>, got {name!r}")
   return int(m.group(1))
 
 
