@@ -300,12 +300,16 @@ PRESETS: dict[str, Split] = _build_presets()
 GENERIC_NAMES = ("uniform_k<L>", "uniform_k<L>_stem", "blocks", "blocks_stem")
 
 
-def get_split(preset: str, depth: int) -> Split:
+def get_split(preset: str, depth: int, arch: str = "cifar_resnet") -> Split:
   """Resolves `config.split.preset` for a ResNet of `model.depth`.
 
   Names: a key of PRESETS (fixed depth), `uniform_k<L>` / `uniform_k<L>_stem` (`uniform`, any
   depth; BP is `uniform_k1`), `blocks` / `blocks_stem` (`one_block_per_module`, any depth).
+  Other archs (ImageNet ResNets/ResNeXts, VGG) resolve in `jax_local.splits_imagenet` (§3.3).
   """
+  if arch != "cifar_resnet":
+    from jax_local import splits_imagenet  # imports this module
+    return splits_imagenet.get_split(preset, arch, depth)
   blocks_per_stage(depth)
   if preset in PRESETS:
     split = PRESETS[preset]

@@ -273,24 +273,55 @@ def _load_fashion_mnist(data_dir: Optional[str], manual_dir: str, subset: int):
   return train, test, builder.info.features["label"].num_classes
 
 
-def _read_image_folder_split(builder, split: str, size: int):
-  """Decodes one ImageFolder split to uint8 [N, size, size, 3] (RGB), int32 [N]."""
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what tfds.ImageFolder lists
+
+
+def _image_paths(root: str, split: str) -> list:
+  """Every image file tfds.ImageFolder lists under root/split/<class>/."""
+  split_dir = os.path.join(os.path.expanduser(root), split)
+  classes = [c for c in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, c))]
+  return sorted(os.path.join(split_dir, c, f) for c in classes
+                for f in os.listdir(os.path.join(split_dir, c))
+                if f.lower().endswith(IMAGE_SUFFIXES))
+
+
+def _read_image_folder_split(builder, root: str, split: str, size: int,
+                             on_bad_image: str = "fail"):
+  """Decodes one ImageFolder split to uint8 [N, size, size, 3] (RGB), int32 [N].
+
+  Files that cannot be read or decoded are named: ValueError listing their paths if
+  on_bad_image == "fail", else a warning listing them and they are left out ("skip").
+  """
   import tensorflow as tf
   import tensorflow_datasets as tfds
 
   def prep(ex):
-    image = ex["image"]
+    image = tf.io.decode_image(ex["image"], channels=3, expand_animations=False)
     if size > 0:  # bilinear with antialiasing, as torchvision's Resize on PIL images
       image = tf.image.resize(image, (size, size), antialias=True)
       image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-    return image, tf.cast(ex["label"], tf.int32)
+    return image, tf.cast(ex["label"], tf.int32), ex["image/filename"]
 
-  ds = builder.as_dataset(split=split, shuffle_files=False)
-  ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE)
-  images, labels = [], []
-  for image, label in tfds.as_numpy(ds.batch(256) if size > 0 else ds):
+  ds = builder.as_dataset(split=split, shuffle_files=False,
+                          decoders={"image": tfds.decode.SkipDecoding()})
+  ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()  # read/decode errors
+  images, labels, names = [], [], []
+  for image, label, name in tfds.as_numpy(ds.batch(256) if size > 0 else ds):
     images.append(image)
     labels.append(label)
+    names.extend(np.atleast_1d(name))
+  expected = builder.info.splits[split].num_examples
+  if len(names) < expected:
+    decoded = {n.decode() if isinstance(n, bytes) else str(n) for n in names}
+    bad = [p for p in _image_paths(root, split) if p not in decoded]
+    message = (f"image_folder split '{split}': {expected - len(names)} of {expected} image files "
+               "cannot be read or decoded:\n  " + "\n  ".join(bad))
+    if on_bad_image != "skip":
+      raise ValueError(f"{message}\nFix or delete them, or set --config.data.on_bad_image=skip")
+    from jax_local.run_log import LOG
+    LOG.warning("%s\nskipping them (data.on_bad_image=skip)", message)
+  if not names:
+    raise ValueError(f"image_folder split '{split}' has no readable images")
   if size > 0:
     return np.concatenate(images), np.concatenate(labels).astype(np.int32)
   shapes = {im.shape for im in images}
@@ -300,7 +331,7 @@ def _read_image_folder_split(builder, split: str, size: int):
   return np.stack(images), np.asarray(labels, np.int32)
 
 
-def _load_image_folder(root: str, image_size: int, num_classes: int):
+def _load_image_folder(root: str, image_size: int, num_classes: int, on_bad_image: str = "fail"):
   """Loads root/<train|test>/<class>/*.jpg|png via tfds.ImageFolder."""
   if not root or not os.path.isdir(root):
     raise FileNotFoundError(
@@ -317,8 +348,8 @@ def _load_image_folder(root: str, image_size: int, num_classes: int):
     raise ValueError(f"image_folder '{root}' has {len(names)} classes but "
                      f"config.data.num_classes = {num_classes}; set "
                      f"--config.data.num_classes={len(names)}")
-  train = _read_image_folder_split(builder, "train", image_size)
-  test = _read_image_folder_split(builder, "test", image_size)
+  train = _read_image_folder_split(builder, root, "train", image_size, on_bad_image)
+  test = _read_image_folder_split(builder, root, "test", image_size, on_bad_image)
   if train[0].shape[1:] != test[0].shape[1:]:
     raise ValueError(f"image_folder train images {train[0].shape[1:]} and test images "
                      f"{test[0].shape[1:]} differ; set --config.data.image_size")
@@ -331,16 +362,20 @@ def build_dataset(data_config, seed: int, process_index: int = 0,
 
   Args:
     data_config: `config.data` (configs/common.py): name, tfds_data_dir, manual_dir,
-      folder_root, image_size, num_classes, train_subset, augment.
+      folder_root, image_size, num_classes, train_subset, augment, on_bad_image.
     seed: base seed of shuffling and augmentation.
     process_index, process_count: this process's slice of every global batch.
   Raises:
     FileNotFoundError: the data are not available locally (message says how to get them).
     ValueError: unknown name; config num_classes below the data's class count (above is
       allowed for the tfds datasets, e.g. the STL-10 reference's 100 logits; image_folder
-      requires equality).
+      requires equality); labels outside [0, num_classes); image_folder files that cannot be
+      decoded, listed by path, unless data.on_bad_image == "skip".
   """
   name = data_config.name
+  if name == "imagenet2012":  # streamed through tf.data, not held in memory
+    from jax_local.data import imagenet
+    return imagenet.build_imagenet(data_config, seed, process_index, process_count)
   if name not in SUPPORTED:
     raise ValueError(f"unknown dataset '{name}'; supported: {SUPPORTED}")
   data_dir = _cfg(data_config, "tfds_data_dir", "") or None
@@ -352,12 +387,18 @@ def build_dataset(data_config, seed: int, process_index: int = 0,
                                              subset)
   elif name == "image_folder":
     train, test, n_cls = _load_image_folder(_cfg(data_config, "folder_root", ""),
-                                            int(_cfg(data_config, "image_size", 0)), num_classes)
+                                            int(_cfg(data_config, "image_size", 0)), num_classes,
+                                            _cfg(data_config, "on_bad_image", "fail"))
   else:
     train, test, n_cls = _load_stock(name, data_dir, subset)
   if num_classes and num_classes < n_cls:
     raise ValueError(f"dataset '{name}' has {n_cls} classes but config.data.num_classes = "
                      f"{num_classes}")
+  for split, (_, labels) in (("train", train), ("test", test)):
+    if len(labels) and not 0 <= labels.min() <= labels.max() < max(num_classes, n_cls):
+      raise ValueError(f"dataset '{name}' {split} labels span [{labels.min()}, {labels.max()}] "
+                       f"but there are {max(num_classes, n_cls)} classes "
+                       "(config.data.num_classes)")
   if subset > 0:  # tfds builders already read only the first `subset` (image_folder: all)
     train = (train[0][:subset], train[1][:subset])
   mean, std = NORMALISATION[name]

@@ -82,6 +82,8 @@ def adaptive_avg_pool(x, out_size: int | Sequence[int]):
   oh, ow = out_size
   if (h, w) == (oh, ow):
     return x
+  if h % oh == 0 and w % ow == 0:  # equal cells: one reshape (the loop below compiles slowly)
+    return jnp.mean(x.reshape(n, oh, h // oh, ow, w // ow, c), axis=(2, 4))
   rows = []
   for i in range(oh):
     r0, r1 = (i * h) // oh, -(-((i + 1) * h) // oh)
