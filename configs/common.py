@@ -56,7 +56,7 @@ def get_config():
   c.method.auglocal.pyramid_coeff = 0.5
   c.method.auglocal.subtract_depth_from_k = True  # quirk Q3 (CIFAR code): K_eff = K - d
 
-  # Plugins rewrite the base plan (jax_local/plugins, QUIRKS.md). They live under config.method
+  # Plugins rewrite the base plan (jax_local/plugins; quirk options listed in README.md). They live under config.method
   # because the trainer hands config.method to methods.build_plan.
   c.method.plugin = "none"         # none | hpff | mlaan | man
   c.method.hilo = ml_collections.ConfigDict()      # HPFF's HiLo (§7.1)
