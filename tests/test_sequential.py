@@ -21,6 +21,7 @@ from jax_local.models.layers import Dense, global_avg_pool
 from jax_local.plan import LossTerm
 from jax_local.train_state import init_state
 from tests import helpers
+from tests import test_plugins_routing as plugin_routing
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 TOL = dict(rtol=1e-5, atol=1e-6)
@@ -40,16 +41,16 @@ def _allclose(a, b):
     np.testing.assert_allclose(x, y, **TOL)
 
 
-def _check_equivalent(plan, tx, state, config):
+def _check_equivalent(plan, tx, state, config, split="auto"):
   schedule = optim.make_schedule(config.optim, config.num_epochs, 10)
   batch = helpers.random_batch()
-  seq = sequential.make_train_step(plan, tx, schedule, MEAN, STD)
+  seq = sequential.make_train_step(plan, tx, schedule, MEAN, STD, split)
   fus = fused.make_train_step(plan, tx, schedule, MEAN, STD)
 
   grad_fn = jax.jit(jax.grad(lambda p, s, b: fused.plan_loss(plan, p, s, b), has_aux=True))
   g_fused, (stats_fused, _) = grad_fn(state.params, state.batch_stats,
                                       fused.forward.with_image01(batch, MEAN, STD))
-  g_seq, stats_seq, _, _ = seq.accumulate(state, jax.device_put(batch))
+  g_seq, stats_seq, _, _, _ = seq.accumulate(state, jax.device_put(batch))
   _allclose(g_seq, g_fused)
   _allclose(stats_seq["backbone"], stats_fused["backbone"])
 
@@ -63,12 +64,25 @@ def _check_equivalent(plan, tx, state, config):
   return seq
 
 
-@pytest.mark.parametrize("method", ["bp", "greedy", "dgl", "infopro", "predsim"])
+@pytest.mark.parametrize("method", ["bp", "greedy", "dgl", "infopro", "predsim", "auglocal"])
 def test_bases_match_fused(method):
-  config = helpers.tiny_config(method)
+  config = helpers.tiny_config(method, preset="blocks_stem" if method == "auglocal" else
+                               "uniform_k3")
+  config.method.auglocal.aux_depth = 1   # aux nets copy one later block
   plan, tx, state = helpers.tiny_plan_and_state(config)
   seq = _check_equivalent(plan, tx, state, config)
   assert len(seq.units) == plan.num_modules
+
+
+@pytest.mark.parametrize("base,plugin", [("dgl", "hpff"), ("infopro", "mlaan"),
+                                         ("predsim", "man")])
+def test_plugins_match_fused(base, plugin):
+  """HiLo (k=2) + PFF, multilaminar (k=3) + LAM (EMA copies), MAN (EMA copies)."""
+  config = plugin_routing.plugin_config(base, plugin)
+  plan, tx, state = plugin_routing.build(config)
+  seq = _check_equivalent(plan, tx, state, config)
+  assert any(t.first < t.last for t in plan.terms) == (plugin != "man")
+  assert bool(plan.ema_pairs) == (plugin != "hpff")
 
 
 def _custom_state(config, plan):
@@ -77,17 +91,20 @@ def _custom_state(config, plan):
   return tx, init_state(plan, tx, jax.random.PRNGKey(0), helpers.IMAGE_SHAPE)
 
 
-def test_cascade_terms_and_shared_head_match_fused():
-  """HiLo-like windows {0,1} and {1,2}; the {1,2} term shares the network's classifier head."""
+@pytest.mark.parametrize("split", ["always", "never"])
+def test_cascade_terms_and_shared_head_match_fused(split):
+  """Windows {0,1}, {1,2} (HiLo-like) and {0,1,2} in one plan; the {1,2} and {0,1,2} terms
+  share the network's classifier head."""
   config = helpers.tiny_config("dgl")
   plan, _, _ = helpers.tiny_plan_and_state(config)
   plan = dataclasses.replace(
       plan, heads={**plan.heads, "c01": heads.DGLHead("cnn", 4)},
-      terms=plan.terms + (LossTerm("c01", 0, 1, "c01", 0.5), LossTerm("c12", 1, 2, "final", 0.3)))
+      terms=plan.terms + (LossTerm("c01", 0, 1, "c01", 0.5), LossTerm("c12", 1, 2, "final", 0.3),
+                          LossTerm("c012", 0, 2, "final", 0.2)))
   tx, state = _custom_state(config, plan)
-  seq = _check_equivalent(plan, tx, state, config)
-  assert [(u.start, u.spec.act_offsets) for u in seq.units] == [(0, (0,)), (0, (0, 1)),
-                                                                (1, (0, 1))]
+  seq = _check_equivalent(plan, tx, state, config, split)
+  backs = [[m for m, _ in u.backs] for u in seq.units]
+  assert backs == ([[0], [1, 0], [2, 1, 0]] if split == "always" else [[], [0], [1, 0]])
 
 
 class EmaCopyHead(nn.Module):
@@ -130,4 +147,4 @@ def test_identical_modules_share_one_program():
   units = sequential.build_units(plan)
   assert len(units) == plan.num_modules
   # stem, s1 block, s2b0 (stride 2), s2 block, s3b0, s3 block, last (+fc)
-  assert len({u.spec for u in units}) == 7
+  assert len({u.joint for u in units}) == 7

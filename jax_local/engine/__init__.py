@@ -1,7 +1,7 @@
 """Executors: turn a plan into a jitted training step. All give the same update for a plan."""
-from jax_local.engine import fused
+from jax_local.engine import fused, sequential
 
-EXECUTORS = {"fused": fused.make_train_step}
+EXECUTORS = {"fused": fused.make_train_step, "sequential": sequential.make_train_step}
 
 
 def make_train_step(executor: str, plan, tx, schedule, mean, std):

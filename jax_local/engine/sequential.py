@@ -1,18 +1,24 @@
 """The sequential executor: one jitted unit per module, called in order from Python.
 
-Unit i gets the detached inputs a_f of the terms that END at module i (always a_i itself) and
-  - runs the canonical forward a_{i+1} = E_i(sg(a_i)), which gives module i's new BN
-    statistics (once per step, as in the fused executor);
-  - differentiates Σ weight·loss over the terms ending at i. A cascade term (first f < i)
-    recomputes E_f..E_{i-1} from sg(a_f) inside the unit ("recompute" strategy, as the
-    PyTorch references do); the host keeps a_f alive until the last unit that needs it;
-  - adds the gradients to a donated gradient buffer and returns sg(a_{i+1}).
-XLA therefore never sees more than one term window at a time (reference/jax_conventions.md
-§7.3). After the last unit one jitted update applies `tx` and the EMA rule, as fused does.
+Unit i gets the detached input a_i of module i and
+  - runs the canonical forward a_{i+1} = E_i(sg(a_i)) once, under `jax.vjp` (module i's BN
+    statistics are updated from it, once per step, as in the fused executor);
+  - differentiates the heads of the terms that END at i on that output, giving module i's and
+    the heads' gradients, and, for each cascade group (terms with first f < i, grouped by f),
+    the cotangent at a_i;
+  - adds the gradients to a donated buffer and returns sg(a_{i+1}).
+Cascade cotangents then go down the window by one small jitted "back" program per module
+m = i-1 .. f: it recomputes E_m(a_m) from the saved detached input a_m (the host keeps a_m
+until its last use) and backpropagates, adding module m's gradient. So XLA never holds more
+than one module's residuals plus the heads of one unit: the memory of the "recompute" strategy
+(what the PyTorch references do), without recomputing module i twice. Handing `jax.vjp`
+residuals from unit m to unit i instead was measured to need more memory (BENCHMARKS.md).
+After the last unit one jitted update applies `tx` and the EMA rule, as the fused executor does;
+both give the same update (tests/test_sequential.py).
 
-A unit depends only on its structure (window blocks, heads, term offsets), never on block
-names, so modules with equal structure and shapes share one compiled program (ResNet-110
-K=55 compiles ~7 units, not 54). Term weights are traced arguments.
+Programs depend on structure (blocks, heads, term layout), never on block names, so modules
+with equal structure and shapes share one compiled program (ResNet-110 K=55 DGL: 8 programs for
+54 modules). Term weights are traced arguments.
 
 `SequentialStep.drive(state, batch, call)` is the step written once for two uses: executing
 (`call(fn, live, *args) = fn(*args)`) and the compile-only memory report, where `call` compiles
@@ -39,42 +45,107 @@ sg = jax.lax.stop_gradient
 
 @dataclasses.dataclass(frozen=True)
 class UnitSpec:
-  """The hashable structure of a unit; equal specs share one jitted function.
+  """Joint program of module i: forward, every head, backward. Equal specs share one program.
 
-  blocks[m]: block modules of window module m (window = modules start..i, i last);
-  heads: distinct heads of the terms ending at i; terms[k] = (window offset of first, head
-  index); act_offsets: window offsets of the detached inputs the unit receives (ends with i).
+  heads: distinct heads of the terms ending at i; terms[k] = (group, head index), group 0 for a
+  term starting at i, g >= 1 for the g-th cascade first (ascending); final_module / final_heads:
+  whether this program completes the gradient of module i / of each head (it then adds their
+  squared norm to grad_norm).
   """
-  blocks: tuple[tuple[nn.Module, ...], ...]
+  blocks: tuple[nn.Module, ...]
   heads: tuple[nn.Module, ...]
   terms: tuple[tuple[int, int], ...]
-  act_offsets: tuple[int, ...]
+  num_groups: int
+  final_module: bool
+  final_heads: tuple[bool, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardSpec:
+  """Split mode: forward of module i only."""
+  blocks: tuple[nn.Module, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadSpec:
+  """Split mode: one term's head on the (detached) module output."""
+  head: nn.Module
+  final: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class BackSpec:
+  """Back program through module m: `num_in` incoming cotangents at its output, one per group
+  of terms (ordered by first, ascending); the last group ends at m if `last_stops`."""
+  blocks: tuple[nn.Module, ...]
+  num_in: int
+  last_stops: bool
+  final: bool
 
 
 @dataclasses.dataclass(frozen=True)
 class Unit:
-  """Unit of module `module`: its window starts at module `start`."""
+  """The programs of module i: `joint`, or (split mode) `forward` then `heads` (one per term);
+  then `backs` (m, spec) for m = i (split mode) or i-1, down to the smallest first."""
   module: int
-  start: int
-  block_names: tuple[tuple[str, ...], ...]   # per window module
+  block_names: tuple[str, ...]
   head_names: tuple[str, ...]
   terms: tuple[LossTerm, ...]
-  spec: UnitSpec
+  groups: tuple[int, ...]              # distinct firsts of the terms, ascending
+  joint: UnitSpec | None
+  forward: ForwardSpec | None
+  heads: tuple[HeadSpec, ...]
+  backs: tuple[tuple[int, BackSpec], ...]
 
 
-def build_units(plan: Plan) -> list[Unit]:
-  units = []
+SPLIT = ("auto", "always", "never")
+
+
+def build_units(plan: Plan, split: str = "auto") -> list[Unit]:
+  """The units of `plan` in call order. split: "auto" runs a module with two or more terms in
+  split mode (its heads then never share memory with each other or with the module), others
+  jointly; "always" / "never" force one mode (a module without terms is always joint)."""
+  if split not in SPLIT:
+    raise ValueError(f"split={split!r}; valid: {', '.join(SPLIT)}")
+  layout, writes = [], []   # writes[k]: gradients (("m", module) / ("h", head)) call k adds to
   for i in range(plan.num_modules):
     terms = plan.terms_ending_at(i)
-    start = min([t.first for t in terms] + [i])
+    groups = tuple(sorted({t.first for t in terms}))
+    joint = not terms or split == "never" or (split == "auto" and len(terms) < 2)
+    if joint:
+      writes.append([("m", i)] + [("h", t.head) for t in terms])
+    else:
+      writes += [[]] + [[("h", t.head)] for t in terms]
+    down = [f for f in groups if f < i] if joint else list(groups)
+    backs = list(range(i - 1 if joint else i, down[0] - 1, -1)) if down else []
+    writes += [[("m", m)] for m in backs]
+    layout.append((i, terms, groups, joint, down, backs))
+  last = {w: k for k, ws in enumerate(writes) for w in ws}
+  blocks = lambda m: tuple(plan.backbone.module(b) for b in plan.modules[m])
+  units, k = [], 0
+  for i, terms, groups, joint, down, backs in layout:
     head_names = tuple(dict.fromkeys(t.head for t in terms))
-    window = plan.modules[start:i + 1]
-    spec = UnitSpec(
-        blocks=tuple(tuple(plan.backbone.module(b) for b in m) for m in window),
-        heads=tuple(plan.heads[h] for h in head_names),
-        terms=tuple((t.first - start, head_names.index(t.head)) for t in terms),
-        act_offsets=tuple(sorted({t.first - start for t in terms} | {i - start})))
-    units.append(Unit(i, start, window, head_names, terms, spec))
+    spec, fwd, heads = None, None, ()
+    if joint:
+      spec = UnitSpec(blocks(i), tuple(plan.heads[h] for h in head_names),
+                      tuple((0 if t.first == i else 1 + down.index(t.first),
+                             head_names.index(t.head)) for t in terms),
+                      len(down), last[("m", i)] == k,
+                      tuple(last[("h", h)] == k for h in head_names))
+      k += 1
+    else:
+      fwd = ForwardSpec(blocks(i))
+      heads = tuple(HeadSpec(plan.heads[t.head], last[("h", t.head)] == k + 1 + n)
+                    for n, t in enumerate(terms))
+      k += 1 + len(terms)
+    back_specs = []
+    for m in backs:
+      active = [f for f in down if f <= m]
+      back_specs.append((m, BackSpec(blocks(m), len(active), active[-1] == m,
+                                     last[("m", m)] == k)))
+      k += 1
+    units.append(Unit(i, plan.modules[i], head_names, terms, groups, spec, fwd, heads,
+                      tuple(back_specs)))
   return units
 
 
@@ -87,42 +158,85 @@ def _run_module(blocks, params, stats, h):
   return h, tuple(new)
 
 
-def unit_loss(spec: UnitSpec, params, stats, head_params, head_stats, acts, batch, weights):
-  """Σ_k weights[k]·loss_k of the unit's terms, plus the canonical forward of its module.
+def _add(acc, g):
+  return g if acc is None else jax.tree.map(jnp.add, acc, g)
 
-  params/stats: per window module, a tuple of per-block trees; acts[k] = a_{start +
-  act_offsets[k]} [N,H,W,C] (detached here); batch holds "image", "image01", "label" [N].
-  Returns `(total, (total, sg(a_{i+1}), new module stats, new head stats, per-term metrics))`.
+
+def _sumsq(trees):
+  return sum((jnp.sum(x * x) for x in jax.tree.leaves(trees)), jnp.zeros((), jnp.float32))
+
+
+def _unit_step(spec: UnitSpec, mean, std, params, stats, head_params, head_stats, a, batch,
+               weights, acc, acc_heads):
+  """Unit of module i. params/stats: tuples over module i's blocks; a = a_i [N,H,W,C];
+  batch: "image", "label" [N]; weights: per term; acc/acc_heads: gradient buffers (donated;
+  None where no earlier program wrote one).
+
+  Returns (acc, acc_heads, new module stats, new head stats, sg(a_{i+1}), Σ w·loss, squared
+  norm of the gradients completed here, per-term metrics, cascade cotangents at a_i).
   """
-  a = dict(zip(spec.act_offsets, acts))
-  last = len(spec.blocks) - 1
-  out, new_stats = _run_module(spec.blocks[last], params[last], stats[last], sg(a[last]))
-  new_head_stats = list(head_stats)
-  total, metrics = jnp.zeros((), jnp.float32), []
-  for (first, hk), w in zip(spec.terms, weights):
-    h = out
-    if first < last:   # cascade: recompute the earlier window modules from sg(a_first)
-      h = sg(a[first])
-      for m in range(first, last + 1):
-        h, _ = _run_module(spec.blocks[m], params[m], stats[m], h)
-    variables = {"params": head_params[hk], "batch_stats": head_stats[hk]}
-    (loss, m_k), upd = spec.heads[hk].apply(variables, h, batch, train=True,
-                                            mutable=["batch_stats"])
-    new_head_stats[hk] = upd.get("batch_stats", {})
-    total = total + w * loss
-    metrics.append(m_k)
-  return total, (total, sg(out), new_stats, tuple(new_head_stats), tuple(metrics))
-
-
-def _unit_step(spec, mean, std, params, stats, head_params, head_stats, acts, batch, weights,
-               acc):
-  """One jitted unit: gradients of `unit_loss` added to the donated buffer `acc`."""
   batch = forward.with_image01(batch, mean, std)
-  grads, (total, out, new_stats, new_head_stats, metrics) = jax.grad(
-      functools.partial(unit_loss, spec), argnums=(0, 2), has_aux=True)(
-          params, stats, head_params, head_stats, acts, batch, weights)
-  acc = jax.tree.map(jnp.add, acc, grads)
-  return acc, new_stats, new_head_stats, out, total, metrics
+  fwd = lambda p, x: _run_module(spec.blocks, p, stats, x)
+
+  def heads_loss(outs, hp):   # outs[g]: the module output as seen by group g
+    total, metrics, new_hs = jnp.zeros((), jnp.float32), [], list(head_stats)
+    for (g, hk), w in zip(spec.terms, weights):
+      variables = {"params": hp[hk], "batch_stats": head_stats[hk]}
+      (loss, m), upd = spec.heads[hk].apply(variables, outs[g], batch, train=True,
+                                            mutable=["batch_stats"])
+      new_hs[hk] = upd.get("batch_stats", {})
+      total = total + w * loss
+      metrics.append(m)
+    return total, (total, tuple(new_hs), tuple(metrics))
+
+  if spec.terms:
+    out, vjp_fn, new_stats = jax.vjp(fwd, params, a, has_aux=True)
+    (g_outs, g_heads), (total, new_hs, metrics) = jax.grad(heads_loss, (0, 1), has_aux=True)(
+        (out,) * (1 + spec.num_groups), head_params)
+    g_params = vjp_fn(functools.reduce(jnp.add, g_outs))[0]
+    cts = tuple(vjp_fn(g)[1] for g in g_outs[1:])
+  else:   # no term ends here: forward only
+    out, new_stats = fwd(params, a)
+    g_params, g_heads, cts = jax.tree.map(jnp.zeros_like, params), (), ()
+    total, new_hs, metrics = jnp.zeros((), jnp.float32), (), ()
+  acc = tuple(map(_add, acc, g_params))
+  acc_heads = tuple(map(_add, acc_heads, g_heads))
+  done = ([acc] if spec.final_module else []) + [
+      h for h, f in zip(acc_heads, spec.final_heads) if f]
+  return (acc, acc_heads, new_stats, new_hs, sg(out), total, _sumsq(done), metrics, cts)
+
+
+def _forward_step(spec: ForwardSpec, params, stats, a):
+  """Split mode: (sg(E_i(a_i)), new module stats)."""
+  out, new_stats = _run_module(spec.blocks, params, stats, a)
+  return sg(out), new_stats
+
+
+def _head_step(spec: HeadSpec, mean, std, head_params, head_stats, h, batch, weight, acc):
+  """Split mode: one term's head on h = a_{i+1}. Returns (acc + head gradient, new head stats,
+  weight·loss, squared norm of acc if final, metrics, cotangent at h)."""
+  batch = forward.with_image01(batch, mean, std)
+
+  def loss_fn(hp, h):
+    (loss, m), upd = spec.head.apply({"params": hp, "batch_stats": head_stats}, h, batch,
+                                     train=True, mutable=["batch_stats"])
+    return weight * loss, (weight * loss, upd.get("batch_stats", {}), m)
+
+  (g_head, ct), (total, new_hs, metrics) = jax.grad(loss_fn, (0, 1), has_aux=True)(
+      head_params, h)
+  acc = _add(acc, g_head)
+  return acc, new_hs, total, _sumsq([acc] if spec.final else []), metrics, ct
+
+
+def _back_step(spec: BackSpec, params, stats, a, cts, acc):
+  """Back program through module m: recomputes E_m(a_m) and pulls the cotangents `cts` at its
+  output back. Returns (acc + module m's gradient, cotangents at a_m of the groups that
+  continue, squared norm of acc if final)."""
+  fwd = lambda p, x: _run_module(spec.blocks, p, stats, x)[0]
+  _, vjp_fn = jax.vjp(fwd, params, a)
+  acc = tuple(map(_add, acc, vjp_fn(functools.reduce(jnp.add, cts))[0]))
+  going_on = cts[:-1] if spec.last_stops else cts
+  return acc, tuple(vjp_fn(ct)[1] for ct in going_on), _sumsq([acc] if spec.final else [])
 
 
 def _execute(fn, live, *args):
@@ -133,29 +247,37 @@ def _execute(fn, live, *args):
 class SequentialStep:
   """(state, batch) -> (state, metrics), with the fused executor's contract and metric keys."""
 
-  def __init__(self, plan: Plan, tx: optax.GradientTransformation, schedule, mean, std):
-    self.plan, self.units = plan, build_units(plan)
+  def __init__(self, plan: Plan, tx: optax.GradientTransformation, schedule, mean, std,
+               split: str = "auto"):
+    self.plan, self.units = plan, build_units(plan, split)
     mean, std = tuple(mean), tuple(std)
-    self._jitted: dict[UnitSpec, Callable] = {}
+    self._jitted: dict[Any, Callable] = {}
+    jit = lambda spec, fn, donate: self._jitted.setdefault(spec, jax.jit(fn, donate_argnums=donate))
     for u in self.units:
-      if u.spec not in self._jitted:
-        self._jitted[u.spec] = jax.jit(functools.partial(_unit_step, u.spec, mean, std),
-                                       donate_argnums=7)
-    # a_j is freed after the last unit that reads it
+      if u.joint:
+        jit(u.joint, functools.partial(_unit_step, u.joint, mean, std), (7, 8))
+      else:
+        jit(u.forward, functools.partial(_forward_step, u.forward), ())
+        for h in u.heads:
+          jit(h, functools.partial(_head_step, h, mean, std), 5)
+      for _, b in u.backs:
+        jit(b, functools.partial(_back_step, b), 4)
+    self._sum = jax.jit(lambda *xs: functools.reduce(jnp.add, xs))
+    # a_j is freed after the last program that reads it
     self._last_use = {}
     for u in self.units:
-      for off in u.spec.act_offsets:
-        self._last_use[u.start + off] = u.module
-    self.zeros = jax.jit(lambda params: jax.tree.map(jnp.zeros_like, params))
+      for m in [u.module] + [m for m, _ in u.backs]:
+        self._last_use[m] = u.module
+    self.call_labels: list[str] = []
 
-    def update(state, grads, new_stats, totals):
+    def update(state, grads, new_stats, totals, sqs):
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       params = ema.ema_update(plan.ema_pairs, state.params,
                               optax.apply_updates(state.params, updates))
       stats = {"backbone": new_stats["backbone"],
                "heads": {**state.batch_stats["heads"], **new_stats["heads"]}}
       metrics = {"loss": sum(totals, jnp.zeros((), jnp.float32)), "lr": schedule(state.step),
-                 "grad_norm": optax.global_norm(grads)}
+                 "grad_norm": jnp.sqrt(sum(sqs, jnp.zeros((), jnp.float32)))}
       return state.replace(step=state.step + 1, params=params, batch_stats=stats,
                            opt_state=opt_state), metrics
 
@@ -163,64 +285,99 @@ class SequentialStep:
 
   @property
   def num_programs(self) -> int:
-    """Distinct unit functions (each compiles once per input shape)."""
+    """Distinct unit and back functions (each compiles once per input shape)."""
     return len(self._jitted)
-
-  def unit_fn(self, unit: Unit):
-    return self._jitted[unit.spec]
 
   def drive(self, state, batch, call: Callable[..., Any] = _execute):
     """The step as a sequence of `call(fn, live, *args)`; returns `(state, metrics)`.
 
-    `live` is the tuple of everything the host holds while `fn` runs (state, gradient buffer,
-    saved activations, new statistics and metrics so far, batch); `args` are part of it.
+    `live` is a dict of everything the host holds while `fn` runs ("state", "grads" buffer,
+    saved "acts", cascade "cotangents", "other": new statistics and metrics so far, "batch");
+    `args` are part of it. `self.call_labels` names the calls of the last drive, in order.
     """
-    grads, new_stats, totals, metrics = self.accumulate(state, batch, call)
-    live = (state, grads, new_stats, totals, metrics, batch)
-    state, upd_metrics = call(self.update, live, state, grads, new_stats, totals)
+    grads, new_stats, totals, sqs, metrics = self.accumulate(state, batch, call)
+    live = {"state": state, "grads": grads, "other": (new_stats, totals, sqs, metrics),
+            "batch": batch}
+    self.call_labels.append("update")
+    state, upd_metrics = call(self.update, live, state, grads, new_stats, totals, sqs)
     return state, {**metrics, **upd_metrics}
 
   def accumulate(self, state, batch, call: Callable[..., Any] = _execute):
-    """Runs the units: `(grads, new_stats, per-unit weighted losses, per-term metrics)`.
-
-    grads has the structure of state.params; new_stats holds every block's statistics and
-    those of the heads used this step.
-    """
-    grads = call(self.zeros, (state, batch), state.params)
-    grads = {"backbone": dict(grads["backbone"]), "heads": dict(grads["heads"])}
+    """Runs the units: `(grads, new_stats, per-unit Σ w·loss, squared norms of completed
+    gradients, per-term metrics)`; grads has the structure of state.params."""
+    self.call_labels = []
+    gb, gh = {}, {}   # gradient buffers of blocks and heads, filled program by program
     acts = {0: batch["image"]}
     new_stats = {"backbone": {}, "heads": {}}
-    totals, metrics = [], {}
+    totals, sqs, metrics = [], [], {}
     p_bb, s_bb = state.params["backbone"], state.batch_stats["backbone"]
     p_h, s_h = state.params["heads"], state.batch_stats["heads"]
+    block_tree = lambda tree, names: tuple(tree.get(b) for b in names)
     for u in self.units:
-      names = u.block_names
-      args = (tuple(tuple(p_bb[b] for b in m) for m in names),
-              tuple(tuple(s_bb[b] for b in m) for m in names),
-              tuple(p_h[h] for h in u.head_names), tuple(s_h[h] for h in u.head_names),
-              tuple(acts[u.start + off] for off in u.spec.act_offsets), batch,
-              tuple(float(t.weight) for t in u.terms),
-              (tuple(tuple(grads["backbone"][b] for b in m) for m in names),
-               tuple(grads["heads"][h] for h in u.head_names)))
-      live = (state, grads, acts, new_stats, totals, metrics, batch)
-      acc, stats_i, head_stats, out, total, term_metrics = call(self.unit_fn(u), live, *args)
-      for m, g_m in zip(names, acc[0]):
-        grads["backbone"].update(zip(m, g_m))
-      grads["heads"].update(zip(u.head_names, acc[1]))
-      new_stats["backbone"].update(zip(names[-1], stats_i))
-      new_stats["heads"].update(zip(u.head_names, head_stats))
-      for t, m_t in zip(u.terms, term_metrics):
-        metrics.update({f"{t.name}/{k}": v for k, v in m_t.items()})
-      totals.append(total)
-      acts = {j: a for j, a in acts.items() if self._last_use.get(j, -1) > u.module}
-      if u.module + 1 < self.plan.num_modules:
-        acts[u.module + 1] = out
-    return grads, new_stats, totals, metrics
+      i, names = u.module, u.block_names
+      live = {"state": state, "grads": (gb, gh), "acts": acts,
+              "other": (new_stats, totals, sqs, metrics), "batch": batch}
+      if u.joint:
+        self.call_labels.append(f"unit {i}")
+        (acc, acc_h, stats_i, head_stats, out, total, sq, term_metrics, cts) = call(
+            self._jitted[u.joint], live, block_tree(p_bb, names), block_tree(s_bb, names),
+            block_tree(p_h, u.head_names), block_tree(s_h, u.head_names), acts[i], batch,
+            tuple(float(t.weight) for t in u.terms), block_tree(gb, names),
+            block_tree(gh, u.head_names))
+        gb.update(zip(names, acc))
+        gh.update(zip(u.head_names, acc_h))
+        new_stats["heads"].update(zip(u.head_names, head_stats))
+        for t, m_t in zip(u.terms, term_metrics):
+          metrics.update({f"{t.name}/{k}": v for k, v in m_t.items()})
+        totals.append(total)
+        sqs.append(sq)
+      else:
+        self.call_labels.append(f"forward {i}")
+        out, stats_i = call(self._jitted[u.forward], live, block_tree(p_bb, names),
+                            block_tree(s_bb, names), acts[i])
+        term_cts = []
+        for t, h in zip(u.terms, u.heads):
+          self.call_labels.append(f"head {t.name}")
+          live = {**live, "out": out, "cotangents": term_cts}
+          acc_h, hs, total, sq, m_t, ct = call(
+              self._jitted[h], live, p_h[t.head], s_h[t.head], out, batch, float(t.weight),
+              gh.get(t.head))
+          gh[t.head] = acc_h
+          new_stats["heads"][t.head] = hs
+          metrics.update({f"{t.name}/{k}": v for k, v in m_t.items()})
+          totals.append(total)
+          sqs.append(sq)
+          term_cts.append(ct)
+        cts = []
+        for f in u.groups:
+          group = [ct for t, ct in zip(u.terms, term_cts) if t.first == f]
+          if len(group) > 1:
+            self.call_labels.append(f"sum group {f}")
+            group = [call(self._sum, {**live, "cotangents": (cts, term_cts)}, *group)]
+          cts.append(group[0])
+        cts = tuple(cts)
+        del term_cts, group
+      new_stats["backbone"].update(zip(names, stats_i))
+      for m, b in u.backs:
+        names_m = self.plan.modules[m]
+        self.call_labels.append(f"back {m} (unit {i})")
+        live = {"state": state, "grads": (gb, gh), "acts": acts, "cotangents": cts, "out": out,
+                "other": (new_stats, totals, sqs, metrics), "batch": batch}
+        acc, cts, sq = call(self._jitted[b], live, block_tree(p_bb, names_m),
+                            block_tree(s_bb, names_m), acts[m], cts, block_tree(gb, names_m))
+        gb.update(zip(names_m, acc))
+        sqs.append(sq)
+      acts = {j: a for j, a in acts.items() if self._last_use[j] > i}
+      if i + 1 < self.plan.num_modules:
+        acts[i + 1] = out
+    grads = {"backbone": {n: gb[n] for n in p_bb}, "heads": {n: gh[n] for n in p_h}}
+    return grads, new_stats, totals, sqs, metrics
 
   def __call__(self, state, batch):
     return self.drive(state, jax.device_put(batch))
 
 
-def make_train_step(plan: Plan, tx: optax.GradientTransformation, schedule, mean, std):
+def make_train_step(plan: Plan, tx: optax.GradientTransformation, schedule, mean, std,
+                    split: str = "auto"):
   """(state, batch) -> (state, metrics); state is a `jax_local.train_state.TrainState`."""
-  return SequentialStep(plan, tx, schedule, mean, std)
+  return SequentialStep(plan, tx, schedule, mean, std, split)
