@@ -1,0 +1,89 @@
+"""Step time of BP, fused and sequential executors in one process, with ratios to BP.
+
+  python benchmarks/speed.py --out=/tmp/speed.md [--batch=128] [--rounds=7] [--configs=a,b]
+
+Per config (CIFAR-10 shapes, random data): BP (the fused executor on the BP plan of the same
+backbone), the fused and the sequential executor of the config's plan. Each variant's first
+call is timed (compile + one step; compile_s = first call - median step), then one warm-up
+step, then `rounds` rounds in which every variant runs one step (blocking), interleaved so that
+load from other processes hits all variants alike; the table gives the median per variant.
+Adding a config (e.g. a plugin's) is one line in CONFIGS.
+"""
+import importlib
+import statistics
+import sys
+import time
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, ".")
+from jax_local import memory, plugins  # noqa: E402
+from jax_local.engine import fused, sequential  # noqa: E402
+from jax_local.train_state import init_state  # noqa: E402
+
+CONFIGS = tuple(f"cifar10_{net}_{base}{plugin}" for net in ("r32_k16", "r110_k55")
+                for plugin in ("", "_hpff", "_mlaan", "_man")
+                for base in ("dgl", "infopro", "predsim")) + (
+    "cifar10_r32_k16_auglocal", "cifar10_r110_k55_auglocal",
+)
+flags.DEFINE_string("out", "/tmp/speed.md", "Markdown table (appended row by row).")
+flags.DEFINE_integer("batch", 128, "Global batch size (CPU-scale).")
+flags.DEFINE_integer("rounds", 7, "Timed steps per variant.")
+flags.DEFINE_list("configs", list(CONFIGS), "Config names under configs/.")
+FLAGS = flags.FLAGS
+
+
+def _timed(step, state, batch):
+  t = time.perf_counter()
+  state, metrics = step(state, batch)
+  jax.block_until_ready((state, metrics))
+  return state, time.perf_counter() - t
+
+
+def main(_):
+  with open(FLAGS.out, "a") as f:
+    f.write(f"\nbatch {FLAGS.batch}, {jax.devices()[0].platform}, median of {FLAGS.rounds} "
+            "interleaved steps; s/step (ratio to BP), compile s\n\n| config | modules | bp | "
+            "fused | sequential | bp compile | fused compile | seq. compile |\n"
+            "|---|---|---|---|---|---|---|---|\n")
+  for name in FLAGS.configs:
+    config = importlib.import_module(f"configs.{name}").get_config()
+    config.data.batch_size = config.data.eval_batch_size = FLAGS.batch
+    s = memory.setup(config)
+    n = FLAGS.batch
+    batch = {"image": jax.random.normal(jax.random.PRNGKey(1), (n, *s.image_shape)),
+             "label": jnp.arange(n, dtype=jnp.int32) % config.data.num_classes}
+    variants = {
+        "bp": (fused.make_train_step, s.bp_plan, s.bp_tx),
+        "fused": (fused.make_train_step, s.plan, s.tx),
+        "sequential": (sequential.make_train_step, s.plan, s.tx)}
+    steps, states, first, times = {}, {}, {}, {}
+    for v, (make, plan, tx) in variants.items():
+      steps[v] = make(plan, tx, s.schedule, s.mean, s.std)
+      state = init_state(plan, tx, jax.random.PRNGKey(0), s.image_shape)
+      params = plugins.init_copies(plan, state.params)
+      state = state.replace(params=params, opt_state=tx.init(params))
+      state, first[v] = _timed(steps[v], state, batch)
+      states[v], _ = _timed(steps[v], state, batch)
+      times[v] = []
+    for _ in range(FLAGS.rounds):
+      for v in variants:
+        states[v], dt = _timed(steps[v], states[v], batch)
+        times[v].append(dt)
+    med = {v: statistics.median(t) for v, t in times.items()}
+    comp = {v: first[v] - med[v] for v in variants}
+    line = (f"| {name} | {s.plan.num_modules} | {med['bp']:.3f} | "
+            f"{med['fused']:.3f} ({med['fused'] / med['bp']:.2f}) | "
+            f"{med['sequential']:.3f} ({med['sequential'] / med['bp']:.2f}) | "
+            f"{comp['bp']:.0f} | {comp['fused']:.0f} | {comp['sequential']:.0f} |\n")
+    with open(FLAGS.out, "a") as f:
+      f.write(line)
+    print(line, {v: [round(x, 3) for x in t] for v, t in times.items()}, flush=True)
+    del steps, states
+    jax.clear_caches()
+
+
+if __name__ == "__main__":
+  app.run(main)

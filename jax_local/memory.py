@@ -1,0 +1,308 @@
+"""XLA memory report: BP, BP with remat, and the fused and sequential executors of a config.
+
+  python -m jax_local.memory --config=configs/X.py [--config.data.batch_size=N]
+      [--xla_dump_dir=DIR] [--execute] [--device_memory_profile=PREFIX]
+
+Compile-only (abstract shapes from `jax.eval_shape`, nothing allocated), so paper sizes can be
+reported on a CPU. Every number is, per jitted program,
+    argument + output - alias + temp        (from `compiled.memory_analysis()`)
+of one whole training step (gradients, optimizer update, EMA), arguments = state + batch:
+  bp          the config's backbone trained end to end (the BP plan), fused executor
+  bp_remat    the same with `jax.checkpoint` around every block
+  fused       the config's plan, one jitted step (engine/fused.py)
+  sequential  the config's plan, one jitted unit per module (engine/sequential.py). Its step is
+              driven by the executor's own code; for every program it runs (each unit, the
+              cascade back programs, then the update) we count every buffer the host holds at
+              that moment - state, gradient buffers written so far, saved detached activations,
+              cascade cotangents, new statistics and metrics so far, batch; the program's
+              arguments are among them; each buffer once - plus the program's
+              output - alias + temp. The row is the max over programs.
+With --execute each variant also runs (two steps, in a fresh subprocess) and reports the
+measured peak: `peak_bytes_in_use` on GPU/TPU; on CPU the process's RSS high-water mark
+during the second step minus the RSS before it, plus the bytes of state and batch (so it is
+comparable with the compile-time number). The CPU numbers hold for large buffers only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jax_local import config_validation, ema, methods, optim
+from jax_local.engine import forward, fused, sequential
+from jax_local.models import build_backbone
+from jax_local.models.backbone import apply_block
+from jax_local.train_state import init_state
+
+# name -> (image shape HWC, training-set size); the data is never loaded.
+DATASETS = {"cifar10": ((32, 32, 3), 50000), "svhn": ((32, 32, 3), 73257),
+            "stl10": ((96, 96, 3), 5000), "fashion_mnist": ((28, 28, 1), 60000)}
+VARIANTS = ("bp", "bp_remat", "fused", "sequential")
+MIB = 2.0 ** 20
+
+
+@dataclasses.dataclass
+class Row:
+  name: str                     # one of VARIANTS
+  bytes: int                    # compile-time peak estimate (see module docstring)
+  ratio: float = float("nan")   # bytes / bp bytes
+  programs: int = 1             # distinct compiled programs
+  compile_s: float = 0.0        # wall time of trace + lower + compile of those programs
+  measured: int | None = None   # --execute: measured peak (bytes)
+  detail: str = ""
+
+
+def program_bytes(compiled) -> int:
+  """argument + output - alias + temp of a compiled program."""
+  m = compiled.memory_analysis()
+  return (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+          + m.temp_size_in_bytes)
+
+
+def tree_bytes(*trees) -> int:
+  """Bytes of the distinct array leaves (counted once by identity) of `trees`."""
+  seen = {}
+  for leaf in jax.tree.leaves(trees):
+    if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+      seen[id(leaf)] = math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize
+  return sum(seen.values())
+
+
+@dataclasses.dataclass
+class Setup:
+  plan: object
+  bp_plan: object
+  tx: object
+  bp_tx: object
+  schedule: object
+  mean: tuple
+  std: tuple
+  image_shape: tuple
+
+
+def setup(config) -> Setup:
+  """The config's plan and BP's plan on the same backbone (as train.build, without data)."""
+  split = config_validation.validate_config(config)
+  name = config.data.name
+  if name not in DATASETS:
+    raise ValueError(f"config.data.name={name!r}: no image shape known; add it to "
+                     f"jax_local.memory.DATASETS (known: {', '.join(DATASETS)})")
+  image_shape, num_train = DATASETS[name]
+  num_classes = config.data.num_classes
+  backbone = build_backbone(config.model, num_classes)
+  plan = methods.build_plan(config.method, backbone, split, num_classes)
+  bp_method = config.method.copy_and_resolve_references()
+  bp_method.name = "bp"
+  if "plugin" in bp_method:
+    bp_method.plugin = "none"
+  bp_plan = methods.build_plan(bp_method, backbone, split, num_classes)
+  steps = math.ceil(num_train / config.data.batch_size)
+  schedule = optim.make_schedule(config.optim, config.num_epochs, steps)
+  base_tx = optim.make_optimizer(config.optim, config.num_epochs, steps)
+  from jax_local.data.input_pipeline import NORMALISATION
+  mean, std = NORMALISATION[name]
+  return Setup(plan, bp_plan, ema.freeze_copies(base_tx, plan.ema_pairs), base_tx, schedule,
+               mean, std, image_shape)
+
+
+def abstract_inputs(plan, tx, image_shape, batch_size):
+  """(state, batch) as ShapeDtypeStructs: nothing is allocated."""
+  state = jax.eval_shape(lambda: init_state(plan, tx, jax.random.PRNGKey(0), image_shape))
+  batch = {"image": jax.ShapeDtypeStruct((batch_size, *image_shape), jnp.float32),
+           "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+  return state, batch
+
+
+def make_bp_remat_step(plan, tx, schedule, mean, std):
+  """BP with `jax.checkpoint` around every block; `plan` is a one-term BP plan."""
+  term = plan.terms[0]
+
+  def loss_fn(params, stats, batch):
+    h, new = batch["image"], {}
+    for name in plan.backbone.block_names:
+      block_fn = jax.checkpoint(functools.partial(apply_block, plan.backbone.module(name),
+                                                  train=True))
+      h, new[name] = block_fn(params["backbone"][name], stats["backbone"][name], h)
+    loss, _, _ = forward.apply_head(plan, term, params, stats, h, batch)
+    return loss, new
+
+  def step(state, batch):
+    batch = forward.with_image01(batch, mean, std)
+    grads, new = jax.grad(loss_fn, has_aux=True)(state.params, state.batch_stats, batch)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         batch_stats={"backbone": new, "heads": state.batch_stats["heads"]}), {}
+
+  return jax.jit(step, donate_argnums=0)
+
+
+class SequentialAnalyzer:
+  """`call` for `SequentialStep.drive`: compiles each program for abstract args, no execution.
+
+  Identical programs (same function, same argument shapes) are compiled once.
+  """
+
+  def __init__(self):
+    self.cache, self.calls = {}, []
+
+  def __call__(self, fn, live, *args):
+    traced = fn.trace(*args)
+    leaves, tree = jax.tree.flatten(args)
+    key = (fn, tree, tuple((tuple(x.shape), str(x.dtype)) if hasattr(x, "shape") else type(x)
+                           for x in leaves))
+    if key not in self.cache:
+      m = traced.lower().compile().memory_analysis()
+      self.cache[key] = (m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes,
+                         m.argument_size_in_bytes)
+    extra, arg_bytes = self.cache[key]
+    self.calls.append({"live": tree_bytes(live), "extra": extra, "args": arg_bytes,
+                       "parts": {k: tree_bytes(v) for k, v in live.items()}})
+    return traced.out_info
+
+
+def _compile_bytes(step, state, batch):
+  return program_bytes(step.lower(state, batch).compile())
+
+
+def _analyse(variant, s: Setup, batch_size) -> Row:
+  t0 = time.time()
+  if variant in ("bp", "bp_remat"):
+    state, batch = abstract_inputs(s.bp_plan, s.bp_tx, s.image_shape, batch_size)
+    make = fused.make_train_step if variant == "bp" else make_bp_remat_step
+    row = Row(variant, _compile_bytes(make(s.bp_plan, s.bp_tx, s.schedule, s.mean, s.std),
+                                      state, batch))
+  else:
+    state, batch = abstract_inputs(s.plan, s.tx, s.image_shape, batch_size)
+    if variant == "fused":
+      row = Row(variant, _compile_bytes(
+          fused.make_train_step(s.plan, s.tx, s.schedule, s.mean, s.std), state, batch))
+    else:
+      step = sequential.make_train_step(s.plan, s.tx, s.schedule, s.mean, s.std)
+      an = SequentialAnalyzer()
+      step.drive(state, batch, call=an)
+      totals = [c["live"] + c["extra"] for c in an.calls]
+      k = int(np.argmax(totals))
+      c = an.calls[k]
+      parts = ", ".join(f"{n} {v / MIB:.1f}" for n, v in c["parts"].items())
+      row = Row(variant, max(totals), programs=len(an.cache), detail=(
+          f"peak at {step.call_labels[k]} of {len(an.calls)} calls: host-held "
+          f"{c['live'] / MIB:.1f} MiB ({parts}; overlaps counted once) + program "
+          f"out-alias+temp {c['extra'] / MIB:.1f} MiB; largest program alone "
+          f"(arg+out-alias+temp) {max(x['args'] + x['extra'] for x in an.calls) / MIB:.1f} MiB"))
+  row.compile_s = time.time() - t0
+  return row
+
+
+def _rss_kib(field):
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith(field):
+        return int(line.split()[1])
+  raise RuntimeError(field)
+
+
+def measure(config, variant, profile_prefix="") -> int | None:
+  """Runs two steps of `variant` at the config's batch; returns the measured peak (bytes)."""
+  s = setup(config)
+  plan, tx = (s.bp_plan, s.bp_tx) if variant.startswith("bp") else (s.plan, s.tx)
+  make = {"bp": fused.make_train_step, "bp_remat": make_bp_remat_step,
+          "fused": fused.make_train_step, "sequential": sequential.make_train_step}[variant]
+  step = make(plan, tx, s.schedule, s.mean, s.std)
+  state = init_state(plan, tx, jax.random.PRNGKey(0), s.image_shape)
+  n = config.data.batch_size
+  batch = {"image": jax.random.normal(jax.random.PRNGKey(1), (n, *s.image_shape)),
+           "label": jnp.arange(n, dtype=jnp.int32) % config.data.num_classes}
+  state, _ = step(state, batch)
+  jax.block_until_ready(state)
+  stats = jax.devices()[0].memory_stats()
+  if stats is None:   # CPU: reset the RSS high-water mark
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")
+    before = _rss_kib("VmRSS")
+  state, _ = step(state, batch)
+  jax.block_until_ready(state)
+  if profile_prefix:
+    jax.profiler.save_device_memory_profile(f"{profile_prefix}.{variant}.prof")
+  if stats is None:
+    return (_rss_kib("VmHWM") - before) * 1024 + tree_bytes(state, batch)
+  return jax.devices()[0].memory_stats()["peak_bytes_in_use"]
+
+
+def memory_report(config, variants=VARIANTS, execute: bool = False, argv=()) -> list[Row]:
+  """One Row per variant at the config's batch size; ratios to the "bp" row if present.
+
+  execute: also measure each variant in a fresh subprocess of this module, started with
+  `argv` (the command-line flags, so the subprocess sees the same config).
+  """
+  s = setup(config)
+  rows = [_analyse(v, s, config.data.batch_size) for v in variants]
+  bp = next((r.bytes for r in rows if r.name == "bp"), None)
+  # fixed mmap threshold: freed large buffers go back to the OS, so RSS follows live buffers
+  env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+  for r in rows:
+    r.ratio = r.bytes / bp if bp else float("nan")
+    if execute:
+      out = subprocess.run([sys.executable, "-m", "jax_local.memory", *argv,
+                            f"--measure_variant={r.name}"], capture_output=True, text=True,
+                           check=True, env=env).stdout
+      r.measured = json.loads(out.strip().splitlines()[-1])["measured"]
+  return rows
+
+
+def format_table(rows) -> str:
+  lines = [f"{'variant':<11} {'MiB':>9} {'ratio':>6} {'programs':>8} {'compile_s':>9} "
+           f"{'measured MiB':>12}"]
+  for r in rows:
+    measured = "n/a" if r.measured is None else f"{r.measured / MIB:.1f}"
+    lines.append(f"{r.name:<11} {r.bytes / MIB:9.1f} {r.ratio:6.3f} {r.programs:8d} "
+                 f"{r.compile_s:9.1f} {measured:>12}")
+  lines += [f"  {r.name}: {r.detail}" for r in rows if r.detail]
+  return "\n".join(lines)
+
+
+def main(argv):
+  from absl import flags
+  flags_ = flags.FLAGS
+  config = flags_.config
+  if flags_.measure_variant:
+    print(json.dumps({"measured": measure(config, flags_.measure_variant,
+                                          flags_.device_memory_profile)}))
+    return
+  s = setup(config)
+  print(f"{config.data.name} {'x'.join(map(str, s.image_shape))}, batch "
+        f"{config.data.batch_size}, {jax.devices()[0].platform}; plan {s.plan.description} "
+        f"({s.plan.num_modules} modules)")
+  rows = memory_report(config, execute=flags_.execute, argv=[
+      a for a in sys.argv[1:] if not a.startswith("--execute")])
+  print(format_table(rows))
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+  flags.DEFINE_string("xla_dump_dir", "", "Write XLA dumps (HLO text, buffer assignment) here.")
+  flags.DEFINE_bool("execute", False, "Also run each variant and report its measured peak.")
+  flags.DEFINE_string("device_memory_profile", "",
+                      "With --execute: write PREFIX.<variant>.prof (live arrays after a step).")
+  flags.DEFINE_string("measure_variant", "", "Internal: measure one variant, print JSON.")
+  flags.mark_flags_as_required(["config"])
+
+  def _main(argv):
+    if flags.FLAGS.xla_dump_dir:   # read when the backend starts, i.e. at the first compile
+      os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_dump_to="
+                                 f"{flags.FLAGS.xla_dump_dir} --xla_dump_hlo_as_text").strip()
+    main(argv)
+
+  app.run(_main)

@@ -1,0 +1,31 @@
+"""Compile-only memory report (jax_local/memory.py): ordering on a small net, paper-size config.
+
+Numbers are printed (pytest -s) so the test log records them.
+"""
+from configs import cifar10_r110_k55_dgl
+from jax_local import memory
+from tests import helpers
+
+
+def _report(config, variants):
+  rows = memory.memory_report(config, variants=variants)
+  print(memory.format_table(rows))
+  return {r.name: r for r in rows}
+
+
+def test_sequential_below_fused_below_bp():
+  """ResNet-14 cut into one-block modules, greedy heads, batch 256 at 32x32x3."""
+  config = helpers.tiny_config("greedy", depth=14, preset="blocks")
+  config.data.batch_size = 256
+  rows = _report(config, ("bp", "fused", "sequential"))
+  assert rows["sequential"].bytes < rows["fused"].bytes < rows["bp"].bytes
+  assert rows["sequential"].programs < config.model.depth
+
+
+def test_report_runs_for_resnet110_k55_without_executing():
+  """The paper's split (54 modules) at batch 16 instead of 1024, to keep compile time small."""
+  config = cifar10_r110_k55_dgl.get_config()
+  config.data.batch_size = 16
+  rows = _report(config, ("bp", "sequential"))
+  assert rows["sequential"].programs <= 10   # 54 units share a handful of programs
+  assert 0 < rows["sequential"].ratio and rows["bp"].measured is None
