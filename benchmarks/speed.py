@@ -32,6 +32,7 @@ flags.DEFINE_string("out", "/tmp/speed.md", "Markdown table (appended row by row
 flags.DEFINE_integer("batch", 128, "Global batch size (CPU-scale).")
 flags.DEFINE_integer("rounds", 7, "Timed steps per variant.")
 flags.DEFINE_list("configs", list(CONFIGS), "Config names under configs/.")
+flags.DEFINE_list("variants", ["fused", "sequential"], "Executors of the config's plan (+ bp).")
 FLAGS = flags.FLAGS
 
 
@@ -59,6 +60,7 @@ def main(_):
         "bp": (fused.make_train_step, s.bp_plan, s.bp_tx),
         "fused": (fused.make_train_step, s.plan, s.tx),
         "sequential": (sequential.make_train_step, s.plan, s.tx)}
+    variants = {v: x for v, x in variants.items() if v == "bp" or v in FLAGS.variants}
     steps, states, first, times = {}, {}, {}, {}
     for v, (make, plan, tx) in variants.items():
       steps[v] = make(plan, tx, s.schedule, s.mean, s.std)
@@ -73,11 +75,10 @@ def main(_):
         states[v], dt = _timed(steps[v], states[v], batch)
         times[v].append(dt)
     med = {v: statistics.median(t) for v, t in times.items()}
-    comp = {v: first[v] - med[v] for v in variants}
-    line = (f"| {name} | {s.plan.num_modules} | {med['bp']:.3f} | "
-            f"{med['fused']:.3f} ({med['fused'] / med['bp']:.2f}) | "
-            f"{med['sequential']:.3f} ({med['sequential'] / med['bp']:.2f}) | "
-            f"{comp['bp']:.0f} | {comp['fused']:.0f} | {comp['sequential']:.0f} |\n")
+    cell = lambda v: f"{med[v]:.3f} ({med[v] / med['bp']:.2f})" if v in med else "-"
+    comp = lambda v: f"{first[v] - med[v]:.0f}" if v in med else "-"
+    line = (f"| {name} | {s.plan.num_modules} | {med['bp']:.3f} | {cell('fused')} | "
+            f"{cell('sequential')} | {comp('bp')} | {comp('fused')} | {comp('sequential')} |\n")
     with open(FLAGS.out, "a") as f:
       f.write(line)
     print(line, {v: [round(x, 3) for x in t] for v, t in times.items()}, flush=True)

@@ -54,19 +54,19 @@ def get_auglocal_config(dataset: str, depth: int):
 
 
 def get_fashion_mnist_config(base: str, plugin: str = "none"):
-  """CPU scale: Fashion-MNIST (first 15,000 training images, full test split), 5 epochs, batch
+  """CPU scale: Fashion-MNIST (first 10,000 training images, full test split), 3 epochs, batch
   128, SGD Nesterov lr 0.1 cosine; ResNet-14 cut one block per module with the stem merged into
   1.0 ("blocks": 6 modules, convention B) — AugLocal: stem alone ("blocks_stem": 7 layers, d=2,
   K_eff = 5 modules). base may be "bp" or "auglocal" with plugin "none". InfoPro alone uses its
   own recipe (CE, 1c2f, λ row of ResNet-32 K=16), with a plugin the plugins' recipe. Stage-3 maps
   are 7×7, so paper_shared_avg patches run `unrolled` (uneven 2x2 patches)."""
   c = common.get_config()
-  c.num_epochs = 5
+  c.num_epochs = 3
   c.data.name = "fashion_mnist"
   c.data.num_classes = 10
   c.data.batch_size = 128
   c.data.eval_batch_size = 1000
-  c.data.train_subset = 15000
+  c.data.train_subset = 10000
   c.model.depth = 14
   c.split.preset = "blocks_stem" if base == "auglocal" else "blocks"
   c.method.dgl_head = "manpp"

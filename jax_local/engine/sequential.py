@@ -1,20 +1,24 @@
-"""The sequential executor: one jitted unit per module, called in order from Python.
+"""The sequential executor: jitted programs per module, called in order from Python.
 
-Unit i gets the detached input a_i of module i and
-  - runs the canonical forward a_{i+1} = E_i(sg(a_i)) once, under `jax.vjp` (module i's BN
-    statistics are updated from it, once per step, as in the fused executor);
-  - differentiates the heads of the terms that END at i on that output, giving module i's and
-    the heads' gradients, and, for each cascade group (terms with first f < i, grouped by f),
-    the cotangent at a_i;
-  - adds the gradients to a donated buffer and returns sg(a_{i+1}).
-Cascade cotangents then go down the window by one small jitted "back" program per module
-m = i-1 .. f: it recomputes E_m(a_m) from the saved detached input a_m (the host keeps a_m
-until its last use) and backpropagates, adding module m's gradient. So XLA never holds more
-than one module's residuals plus the heads of one unit: the memory of the "recompute" strategy
-(what the PyTorch references do), without recomputing module i twice. Handing `jax.vjp`
-residuals from unit m to unit i instead was measured to need more memory (BENCHMARKS.md).
-After the last unit one jitted update applies `tx` and the EMA rule, as the fused executor does;
-both give the same update (tests/test_sequential.py).
+For module i (a "unit"), with a_i its detached input:
+  joint mode (default when at most one term ends at i, e.g. every base method): one program
+    runs the canonical forward a_{i+1} = E_i(sg(a_i)) under `jax.vjp` (module i's BN
+    statistics are updated from it, once per step, as in the fused executor), differentiates
+    the heads of the terms that END at i, and returns module i's and the heads' gradients,
+    sg(a_{i+1}) and, per cascade group (terms with first f < i, grouped by f), the cotangent
+    at a_i;
+  split mode (default when two or more terms end at i: HiLo, multilaminar): a forward program,
+    then one program per term's head (gradient of its head, cotangent at a_{i+1}), then a back
+    program through module i. Heads then never share memory with each other or with E_i.
+Cascade cotangents go down the window by one small "back" program per module m: it recomputes
+E_m(a_m) from the saved detached input a_m (the host keeps a_m until its last use) and pulls the
+cotangents back, adding module m's gradient. XLA thus holds at most one module's residuals or
+one head's at a time. This is the "recompute" strategy of the PyTorch references, without their
+recomputation of module i; handing `jax.vjp` residuals of module m to the unit of i instead was
+measured to need more memory and to be ~10% faster (BENCHMARKS.md), so recompute it is.
+Gradients go into buffers donated from program to program; after the last unit one jitted
+update applies `tx` and the EMA rule, as the fused executor does. Both executors give the same
+update (tests/test_sequential.py).
 
 Programs depend on structure (blocks, heads, term layout), never on block names, so modules
 with equal structure and shapes share one compiled program (ResNet-110 K=55 DGL: 8 programs for
