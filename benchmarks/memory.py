@@ -1,6 +1,7 @@
 """Memory ratios to BP at paper sizes, compile-only (jax_local.memory), as a markdown table.
 
   python benchmarks/memory.py --out=/tmp/memory.md [--batch=1024] [--configs=a,b,...]
+      [--chart=/tmp/memory.png]
 
 One row per config of CONFIGS (CIFAR-10 shapes): the fused and the sequential executor of its
 plan, with BP and BP+remat (per block `jax.checkpoint`) of the same backbone, all at the same
@@ -27,12 +28,13 @@ flags.DEFINE_string("out", "/tmp/memory.md", "Markdown table (appended row by ro
 flags.DEFINE_integer("batch", 1024, "Global batch size.")
 flags.DEFINE_list("configs", list(CONFIGS), "Config names under configs/.")
 flags.DEFINE_list("variants", ["fused", "sequential"], "Executors of the config's plan.")
+flags.DEFINE_string("chart", "", "Also write a bar chart of the table (PNG, + CSV), per row.")
 FLAGS = flags.FLAGS
 MIB = memory.MIB
 
 
 def main(_):
-  bp_rows = {}
+  bp_rows, chart = {}, {}
   with open(FLAGS.out, "a") as f:
     f.write(f"\nbatch {FLAGS.batch}, {jax.devices()[0].platform}, compile-only; MiB (ratio to BP)"
             "\n\n| config | modules | bp | bp_remat | fused | sequential | seq. programs | "
@@ -57,6 +59,11 @@ def main(_):
     with open(FLAGS.out, "a") as f:
       f.write(line)
     print(line, end="")
+    if FLAGS.chart:
+      from jax_local import plots
+      chart[name] = {v: r.bytes for v, r in rows.items()}
+      plots.memory_chart(FLAGS.chart, chart, f"batch {FLAGS.batch}, compile-only, "
+                         f"{jax.devices()[0].platform}")
     for r in rows.values():
       print(json.dumps({"config": name, "batch": FLAGS.batch, "variant": r.name,
                         "bytes": r.bytes, "ratio": r.bytes / bp, "programs": r.programs,

@@ -1,7 +1,7 @@
 """XLA memory report: BP, BP with remat, and the fused and sequential executors of a config.
 
   python -m jax_local.memory --config=configs/X.py [--config.data.batch_size=N]
-      [--xla_dump_dir=DIR] [--execute] [--device_memory_profile=PREFIX]
+      [--xla_dump_dir=DIR] [--execute] [--device_memory_profile=PREFIX] [--chart=PATH.png]
 
 Compile-only (abstract shapes from `jax.eval_shape`, nothing allocated), so paper sizes can be
 reported on a CPU. Every number is, per jitted program,
@@ -286,6 +286,13 @@ def main(argv):
   rows = memory_report(config, execute=flags_.execute, argv=[
       a for a in sys.argv[1:] if not a.startswith("--execute")])
   print(format_table(rows))
+  if flags_.chart:
+    from jax_local import plots
+    from jax_local.analysis.run_records import method_label
+    plots.memory_chart(flags_.chart, {method_label(config): {r.name: r.bytes for r in rows}},
+                       f"{config.data.name}, {config.model.arch}{config.model.depth}, "
+                       f"{s.plan.num_modules} modules, batch {config.data.batch_size}")
+    print(f"wrote {flags_.chart}")
 
 
 if __name__ == "__main__":
@@ -297,6 +304,7 @@ if __name__ == "__main__":
   flags.DEFINE_string("device_memory_profile", "",
                       "With --execute: write PREFIX.<variant>.prof (live arrays after a step).")
   flags.DEFINE_string("measure_variant", "", "Internal: measure one variant, print JSON.")
+  flags.DEFINE_string("chart", "", "Also write a bar chart of the table to this PNG (+ CSV).")
   flags.mark_flags_as_required(["config"])
 
   def _main(argv):

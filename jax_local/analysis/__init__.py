@@ -1,0 +1,1 @@
+"""Analysis of trained runs: run records, restoring a run, linear CKA, linear probes."""

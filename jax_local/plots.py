@@ -1,0 +1,128 @@
+"""Plain matplotlib figures for the analysis tools: every PNG gets a CSV of its numbers beside it.
+
+`line_plot("x/probe.png", ...)` writes `x/probe.png` and `x/probe.csv`. Figures are drawn on the
+Agg canvas directly (no pyplot, no global backend state), so they work headless and inside tests.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+from typing import Mapping, Sequence
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+DPI = 100
+
+
+@dataclasses.dataclass
+class Series:
+  """One line: `label` in the legend, y over x; optional per-point text labels of x (CSV only)."""
+  label: str
+  x: Sequence[float]
+  y: Sequence[float]
+  x_names: Sequence[str] | None = None
+
+
+def csv_path(png_path: str) -> str:
+  return os.path.splitext(png_path)[0] + ".csv"
+
+
+def write_csv(path: str, header: Sequence[str], rows: Sequence[Sequence]) -> str:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w", newline="", encoding="utf-8") as f:
+    w = csv.writer(f)
+    w.writerow(header)
+    w.writerows(rows)
+  return path
+
+
+def _figure(size=(6.4, 4.0)):
+  fig = Figure(figsize=size, dpi=DPI)
+  FigureCanvasAgg(fig)
+  return fig
+
+
+def _save(fig, png_path: str) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(png_path)), exist_ok=True)
+  fig.tight_layout()
+  fig.savefig(png_path, format="png", dpi=DPI)
+
+
+def line_plot(png_path: str, series: Sequence[Series], xlabel: str, ylabel: str, title: str,
+              xticks: tuple[Sequence[float], Sequence[str]] | None = None,
+              ylim: tuple[float, float] | None = None) -> tuple[str, str]:
+  """Lines with markers, one per series, legend, grid; returns (png, csv) paths.
+
+  The CSV has one row per point: series, x, x_name (if given), y.
+  """
+  fig = _figure()
+  ax = fig.add_subplot(1, 1, 1)
+  for s in series:
+    ax.plot(list(s.x), list(s.y), marker="o", markersize=4, label=s.label)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=10)
+  if xticks is not None:
+    ax.set_xticks(list(xticks[0]))
+    ax.set_xticklabels(list(xticks[1]), fontsize=8)
+  if ylim is not None:
+    ax.set_ylim(*ylim)
+  ax.grid(True, alpha=0.3)
+  if series:
+    ax.legend(fontsize=8)
+  _save(fig, png_path)
+  rows = []
+  for s in series:
+    names = s.x_names if s.x_names is not None else [""] * len(s.x)
+    rows += [[s.label, x, n, y] for x, n, y in zip(s.x, names, s.y)]
+  path = write_csv(csv_path(png_path), ["series", xlabel, "x_name", ylabel], rows)
+  return png_path, path
+
+
+def grouped_bar_chart(png_path: str, groups: Sequence[str], bars: Sequence[str],
+                      values: Mapping[tuple[str, str], float], xlabel: str, ylabel: str,
+                      title: str, annotate: bool = True) -> tuple[str, str]:
+  """One cluster of bars per group (e.g. a config), one bar per name in `bars` (e.g. bp, fused);
+  missing or NaN values are left out. The CSV has one row per group, one column per bar."""
+  width = 0.8 / max(len(bars), 1)
+  fig = _figure((max(6.4, 1.1 * len(groups) * max(len(bars), 1) * 0.45 + 2.0), 4.2))
+  ax = fig.add_subplot(1, 1, 1)
+  for j, bar in enumerate(bars):
+    xs, ys = [], []
+    for i, g in enumerate(groups):
+      v = values.get((g, bar))
+      if v is not None and not math.isnan(v):
+        xs.append(i + (j - (len(bars) - 1) / 2) * width)
+        ys.append(v)
+    rects = ax.bar(xs, ys, width=width, label=bar)
+    if annotate:
+      ax.bar_label(rects, fmt="%.0f", fontsize=7)
+  ax.set_xticks(list(range(len(groups))))
+  ax.set_xticklabels(list(groups), fontsize=8, rotation=20 if len(groups) > 3 else 0,
+                     ha="right" if len(groups) > 3 else "center")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=10)
+  ax.grid(True, axis="y", alpha=0.3)
+  ax.legend(fontsize=8)
+  _save(fig, png_path)
+  rows = [[g, *[values.get((g, b), "") for b in bars]] for g in groups]
+  path = write_csv(csv_path(png_path), ["group", *bars], rows)
+  return png_path, path
+
+
+def memory_chart(png_path: str, table: Mapping[str, Mapping[str, float]], title: str,
+                 variants: Sequence[str] = ("bp", "bp_remat", "fused", "sequential")
+                 ) -> tuple[str, str]:
+  """Grouped bars of the memory report (`jax_local.memory`): one cluster per config (e.g. a
+  method), one bar per variant, in MiB. `table[config][variant]` is in bytes; the CSV holds MiB."""
+  mib = 2.0 ** 20
+  groups = list(table)
+  present = [v for v in variants if any(v in table[g] for g in groups)]
+  present += sorted({v for g in groups for v in table[g]} - set(present))
+  values = {(g, v): table[g][v] / mib for g in groups for v in table[g]}
+  return grouped_bar_chart(png_path, groups, present, values, "config (method)",
+                           "compile-time memory per training step (MiB)", title)
