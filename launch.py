@@ -1,5 +1,10 @@
 """Train one config: python launch.py --config=configs/X.py --workdir=DIR [--config.field=value].
 
+Multi-host (README "Running on clusters"): under a SLURM step with several tasks, jax.distributed
+is started from SLURM's environment; elsewhere pass --coordinator_address=HOST:PORT
+--num_processes=N --process_id=I to every process (--distributed=off forces a single process).
+It is started before any other JAX call.
+
 Exit status: 0 trained to the end; 75 stopped by SIGTERM/SIGINT after checkpointing (relaunch
 the same command to resume; a second signal interrupts at once); 3 diverged (non-finite loss,
 gradients or state; the newest checkpoint is the last good one); 1 any other error.
@@ -16,6 +21,17 @@ from ml_collections import config_flags
 from jax_local import run_log
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
+flags.DEFINE_enum("distributed", "auto", ["auto", "slurm", "explicit", "off"],
+                  "Multi-host start-up: auto = the explicit flags below if given, else SLURM's "
+                  "environment in a multi-task SLURM step, else one process; slurm / explicit "
+                  "force one source; off = one process.")
+flags.DEFINE_string("coordinator_address", None,
+                    "HOST:PORT of process 0's coordinator, the same on every process.")
+flags.DEFINE_integer("num_processes", None, "Number of processes (explicit start).")
+flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
+flags.DEFINE_list("local_device_ids", None,
+                  "Devices this process uses, e.g. 0,1,2,3 (default: JAX's: all local devices; "
+                  "under SLURM on GPUs one per task, SLURM_LOCALID).")
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
@@ -26,6 +42,13 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:  # orbax and tfds log every checkpoint write at INFO
     logging.set_verbosity(logging.WARNING)
+  from jax_local import parallel  # imports nothing that calls JAX
+  try:  # before any other JAX call
+    parallel.initialize_distributed(
+        FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+        None if FLAGS.local_device_ids is None else [int(i) for i in FLAGS.local_device_ids])
+  except ValueError as e:
+    raise app.UsageError(str(e))
   run_log.configure_console(verbose=jax.process_index() == 0)
   try:
     import tensorflow as tf  # keep TensorFlow (input pipeline, summaries) off the accelerators
@@ -33,8 +56,8 @@ def main(argv):
   except ImportError:
     pass
   from jax_local import checkpointing, divergence, preemption, train
-  run_log.LOG.info("JAX process %d/%d, local devices: %s", jax.process_index(), jax.process_count(),
-               jax.local_devices())
+  run_log.LOG.info("JAX process %d/%d, %d devices in all, local devices: %s", jax.process_index(),
+                   jax.process_count(), jax.device_count(), jax.local_devices())
   try:
     summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except preemption.Preempted as e:

@@ -29,6 +29,11 @@ def get_config():
   c.model.arch = "cifar_resnet"
   c.model.depth = 32
   c.model.shortcut = "projection"  # projection | zero_pad (DGL ddg_comparison only)
+  c.model.dtype = "float32"        # compute dtype: float32 | bfloat16 (params, optimizer, BN
+  #                                  statistics and losses stay float32)
+  c.model.bn_stats = "global"      # BN batch statistics in training: global (over the whole
+  #                                  global batch, sync-BN) | per_device (each data shard's own,
+  #                                  as the PyTorch references on several GPUs)
 
   c.split = ml_collections.ConfigDict()
   c.split.preset = "r32_k16_hpff"  # a name from jax_local.splits.PRESETS
@@ -36,6 +41,9 @@ def get_config():
   c.method = ml_collections.ConfigDict()
   c.method.name = "infopro"        # bp | greedy | dgl | infopro | predsim | auglocal
   c.method.dgl_head = "mlp-sr"     # mlp | mlp-sr | cnn | auglocal | manpp
+  # Q23: a module's BN running statistics get one update per term whose window holds it (the
+  # references run it that often per step: up to 3 under HiLo, 4 under MLM); False: one update
+  c.method.replicate_bn_calls = True
   c.method.infopro = ml_collections.ConfigDict()
   c.method.infopro.loss_mode = "contrast"     # contrast | cross_entropy
   c.method.infopro.classifier = "1c2f"        # 0c1f | 0c2f | 1c1f | 1c2f | 1c3f | 2c2f
@@ -88,6 +96,7 @@ def get_config():
   c.method.man.copy_init = "independent"           # quirk Q14 (MAN code) | copy_of_target
   c.method.man.bias_form = "parallel_block"        # | param_offset
   c.method.man.lambda_schedule = "man_stage"       # quirk Q6
+  c.method.man.stem_module = False                 # MAN++ only: the stem as its own module
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "sgd"             # sgd | adam

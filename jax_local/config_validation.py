@@ -15,6 +15,8 @@ DGL_HEADS = ("mlp", "mlp-sr", "cnn", "auglocal", "manpp")
 INFOPRO_CLASSIFIERS = ("0c1f", "0c2f", "1c1f", "1c2f", "1c3f", "2c2f")
 INFOPRO_LOSS_MODES = ("contrast", "cross_entropy")
 BAD_IMAGE_POLICIES = ("fail", "skip")
+COMPUTE_DTYPES = ("float32", "bfloat16")   # jax_local.parallel.DTYPES
+BN_STATS = ("global", "per_device")        # jax_local.parallel.BN_STATS
 
 
 class ConfigError(ValueError):
@@ -46,9 +48,13 @@ def validate_config(config) -> splits.Split:
   for field in ("batch_size", "eval_batch_size"):
     batch = config.data[field]
     if batch % devices or batch % processes:
+      lower, upper = batch // devices * devices, -(-batch // devices) * devices
       raise ConfigError(
           f"config.data.{field}={batch} does not divide across {devices} devices in "
-          f"{processes} processes; use a multiple of {devices}")
+          f"{processes} processes (the batch is sharded over a 'data' mesh axis of every "
+          f"device); use a multiple of {devices}, e.g. {lower or upper} or {upper}")
+  _choice("model.dtype", config.model.get("dtype", "float32"), COMPUTE_DTYPES)
+  _choice("model.bn_stats", config.model.get("bn_stats", "global"), BN_STATS)
   _choice("model.arch", config.model.arch, ARCHS)
   try:
     if config.model.arch == "cifar_resnet":

@@ -5,6 +5,12 @@ state, then loop over epochs (`_loop`). The workdir holds `checkpoints/`, `metri
 logged scalar), `history.json` (one entry per evaluation), `config.json`, TensorBoard event files
 and, at the end, `summary.json`.
 
+Scale (README "Running on clusters"): `parallel.Parallel` puts every device of every process on a
+`data` mesh axis; batches become global arrays sharded along it, the state is replicated, and the
+layer policy (compute dtype, BatchNorm statistics groups) is entered around each step. Only
+process 0 writes metrics, history, config and summary files; every process takes part in
+checkpoint saves and restores.
+
 Faults (README "When things go wrong"): SIGTERM/SIGINT checkpoint the current step and raise
 `preemption.Preempted`; every step is checked for non-finite values on device
 (`divergence.Guard`); unreadable checkpoints are skipped (`checkpointing`); a config that differs
@@ -21,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_local import (checkpointing, config_validation, divergence, ema, methods, optim,
-                       preemption, run_log)
+                       parallel, preemption, run_log)
 from jax_local.data import input_pipeline
 from jax_local import engine
 from jax_local.engine import forward
@@ -42,23 +48,30 @@ def build(config, dataset):
   return plan, tx, schedule, steps_per_epoch
 
 
-def make_eval_step(plan):
-  """(params, stats, batch) -> (sum of correct, sum of CE, number of real examples)."""
+def make_eval_step(plan, par: parallel.Parallel | None = None):
+  """(params, stats, batch) -> (sum of correct, sum of CE, number of real examples).
+
+  With `par`, the batch is a global array sharded over the mesh and the sums are over the
+  global batch (every process gets them, replicated)."""
 
   def eval_step(params, stats, batch):
-    logits = forward.evaluate_logits(plan, params, stats, batch["image"])
+    logits = forward.evaluate_logits(plan, params, stats, batch["image"]).astype(jnp.float32)
     mask = batch["mask"]
     labels = batch["label"]
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
     ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
     return jnp.sum(correct * mask), jnp.sum(ce * mask), jnp.sum(mask)
 
-  return jax.jit(eval_step)
+  return jax.jit(eval_step) if par is None else par.eval_step(eval_step)
 
 
-def evaluate(eval_step, state, dataset, batch_size) -> dict[str, float]:
+def evaluate(eval_step, state, dataset, batch_size,
+             par: parallel.Parallel | None = None) -> dict[str, float]:
+  """Test metrics over the whole split: each process feeds its local rows (padding masked), the
+  sums are global, so every example counts once whatever the process count."""
   totals = np.zeros(3)
-  for batch in dataset.eval_batches(batch_size):
+  batches = dataset.eval_batches(batch_size)
+  for batch in (batches if par is None else par.prefetch(batches)):
     totals += np.asarray(jax.device_get(eval_step(state.params, state.batch_stats, batch)))
   correct, ce, count = totals
   return {"test_accuracy": correct / count, "test_error": 100.0 * (1 - correct / count),
@@ -103,8 +116,9 @@ def _save_config(workdir: str, config_dict: dict, changed: bool, step: int) -> N
   run_log.write_json_atomic(path, config_dict)
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains `config` in `workdir` (resuming if a checkpoint exists); returns the summary dict.
+def train_and_evaluate(config, workdir: str, return_state: bool = False):
+  """Trains `config` in `workdir` (resuming if a checkpoint exists); returns the summary dict
+  (and the final TrainState, replicated over the mesh, if return_state).
 
   Raises:
     preemption.Preempted: SIGTERM/SIGINT arrived; the step reached is checkpointed.
@@ -119,34 +133,41 @@ def train_and_evaluate(config, workdir: str) -> dict:
     dataset = input_pipeline.build_dataset(config.data, config.seed, jax.process_index(),
                                            jax.process_count())
     plan, tx, schedule, steps_per_epoch = build(config, dataset)
+    par = parallel.Parallel.from_config(config)
+    _check_last_batch(config, dataset, par)
     LOG.info("%s", plan.description)
     LOG.info("gradient-isolated modules: %d; steps/epoch %d; %d epochs", plan.num_modules,
              steps_per_epoch, config.num_epochs)
+    LOG.info("data parallel over %d devices in %d processes (%d per device); compute %s; "
+             "BatchNorm statistics %s", par.num_shards, jax.process_count(),
+             config.data.batch_size // par.num_shards, config.model.get("dtype", "float32"),
+             config.model.get("bn_stats", "global"))
 
-    init = jax.jit(lambda rng: init_state(plan, tx, rng, dataset.image_shape))
-    state = init(jax.random.PRNGKey(config.seed))
+    init_fn = lambda rng: init_state(plan, tx, rng, dataset.image_shape)
+    rng = jax.random.PRNGKey(config.seed)
     ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                       config.max_checkpoints_to_keep)
-    restored = ckpt.restore(state)
+    state = ckpt.restore(par.abstract_state(init_fn, rng))  # arrays restored replicated
     history_path = os.path.join(workdir, "history.json")
     history = run_log.read_json(history_path, [])
-    if restored is not None:
-      state = restored
+    if state is not None:
       LOG.info("resumed from step %d", int(state.step))
+    else:
+      state = par.init(init_fn, rng)
     start = int(state.step)
     history = [h for h in history if h["step"] <= start]
     _save_config(workdir, config_dict, bool(changes), start)
 
-    train_step = engine.make_train_step(config.executor, plan, tx, schedule, dataset.mean,
-                                        dataset.std)
+    train_step = par.train_step(config.executor, engine.make_train_step(
+        config.executor, plan, tx, schedule, dataset.mean, dataset.std))
     guard = divergence.Guard(config.get("on_nonfinite", "stop"))
-    eval_step = make_eval_step(plan)
+    eval_step = make_eval_step(plan, par)
     writer = _writer(workdir)
     if start == 0:
       writer.write_hparams({"config": config.to_json(), "num_modules": plan.num_modules})
     try:
-      history = _loop(config, dataset, state, train_step, guard, eval_step, writer, ckpt, stop,
-                      history, history_path, steps_per_epoch)
+      history, state = _loop(config, dataset, state, train_step, guard, eval_step, writer, ckpt,
+                             stop, history, history_path, steps_per_epoch, par)
     finally:
       writer.flush()
       ckpt.close()  # waits for the last (good) checkpoint, also when stopping on an error
@@ -155,23 +176,35 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if jax.process_index() == 0:
     run_log.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
   LOG.info("summary: %s", json.dumps(summary))
-  return summary
+  return (summary, state) if return_state else summary
+
+
+def _check_last_batch(config, dataset, par) -> None:
+  """The partial last training batch must shard over the devices too."""
+  last = dataset.last_batch_size(config.data.batch_size, config.data.drop_remainder)
+  if last % par.num_shards:
+    raise config_validation.ConfigError(
+        f"the partial last training batch of each epoch has {last} examples (of "
+        f"{dataset.num_train} with config.data.batch_size={config.data.batch_size}), which "
+        f"does not split over {par.num_shards} devices; set config.data.drop_remainder=True, or "
+        "a batch size or data.train_subset that leaves a multiple of the device count")
 
 
 def _loop(config, dataset, state, train_step, guard, eval_step, writer, ckpt, stop, history,
-          history_path, steps_per_epoch):
-  """The epoch loop from `state.step` on; returns the evaluation history."""
+          history_path, steps_per_epoch, par):
+  """The epoch loop from `state.step` on; returns (evaluation history, final state)."""
   step = start = int(state.step)
   total_steps = steps_per_epoch * config.num_epochs
   t_log, imgs_since_log, pending = time.time(), 0, []
   t_run = time.time()
   for epoch in range(start // steps_per_epoch, config.num_epochs):
-    batches = dataset.train_batches(epoch, step % steps_per_epoch, config.data.batch_size,
-                                    config.data.drop_remainder)
+    batches = par.prefetch(dataset.train_batches(epoch, step % steps_per_epoch,
+                                                 config.data.batch_size,
+                                                 config.data.drop_remainder))
     for batch in batches:
       state, metrics = guard.step(train_step, state, batch)
       step += 1
-      imgs_since_log += batch["label"].shape[0] * jax.process_count()
+      imgs_since_log += batch["label"].shape[0]  # a global array: the global batch
       pending.append((step, metrics))
       log_now = step % config.log_every_steps == 0 or step % steps_per_epoch == 0
       save_now = bool(config.checkpoint_every_steps) and step % config.checkpoint_every_steps == 0
@@ -198,7 +231,7 @@ def _loop(config, dataset, state, train_step, guard, eval_step, writer, ckpt, st
         raise preemption.Preempted(step, stop.signal_name)
     epoch_done = epoch + 1
     if epoch_done % config.eval_every_epochs == 0 or epoch_done == config.num_epochs:
-      result = evaluate(eval_step, state, dataset, config.data.eval_batch_size)
+      result = evaluate(eval_step, state, dataset, config.data.eval_batch_size, par)
       writer.write_scalars(step, result)
       LOG.info("epoch %d: test accuracy %.4f (error %.2f%%)", epoch_done,
                result["test_accuracy"], result["test_error"])
@@ -208,7 +241,7 @@ def _loop(config, dataset, state, train_step, guard, eval_step, writer, ckpt, st
     ckpt.save(state)
     if stop.requested(sync_point=True):
       raise preemption.Preempted(step, stop.signal_name)
-  return history
+  return history, state
 
 
 def summarise(config, plan, history) -> dict:

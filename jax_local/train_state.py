@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import dataclasses
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -10,6 +12,7 @@ import optax
 
 from jax_local import plugins
 from jax_local.engine import forward
+from jax_local.models import layers
 from jax_local.plan import Plan
 
 
@@ -25,7 +28,14 @@ def init_state(plan: Plan, tx: optax.GradientTransformation, rng, image_shape,
   """Initialises backbone blocks in order, then each head on its term's feature shape.
 
   image_shape: (H, W, C). Heads receive a dummy batch {"image", "image01", "label"}.
+  Parameters are float32 whatever the compute dtype; the dummy forward passes use one BatchNorm
+  group (their statistics are discarded), so `batch_size` need not divide into per-device groups.
   """
+  with layers.policy(dataclasses.replace(layers.current_policy(), bn_groups=1)):
+    return _init_state(plan, tx, rng, image_shape, batch_size)
+
+
+def _init_state(plan, tx, rng, image_shape, batch_size):
   x = jnp.zeros((batch_size, *image_shape), jnp.float32)
   bb_params, bb_stats, _ = plan.backbone.init(jax.random.fold_in(rng, 0), x)
   params = {"backbone": bb_params, "heads": {}}

@@ -184,6 +184,11 @@ class ImageNetDataset:
     b = self.local_batch_size(global_batch)
     return self.shard_size // b if drop_remainder else math.ceil(self.shard_size / b)
 
+  def last_batch_size(self, global_batch: int, drop_remainder: bool) -> int:
+    """Global size of the partial last training batch (P local ones of shard_size mod b)."""
+    b = self.local_batch_size(global_batch)
+    return 0 if drop_remainder else self.process_count * (self.shard_size % b)
+
   def _read(self, split: str, shuffle_seed: int | None):
     import tensorflow as tf
     import tensorflow_datasets as tfds

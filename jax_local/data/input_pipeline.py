@@ -119,6 +119,10 @@ class Dataset:
       return self.num_train // global_batch
     return math.ceil(self.num_train / global_batch)
 
+  def last_batch_size(self, global_batch: int, drop_remainder: bool) -> int:
+    """Global size of the partial last training batch of an epoch (0: every batch is full)."""
+    return 0 if drop_remainder else self.num_train % global_batch
+
   def epoch_permutation(self, epoch: int) -> np.ndarray:
     """int64 [num_train]: the shuffle order of `epoch`, a function of (seed, epoch) only."""
     rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0, int(epoch)]))

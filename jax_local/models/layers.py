@@ -6,12 +6,20 @@
 - BatchNorm: PyTorch momentum 0.1 == Flax momentum 0.9, eps 1e-5, gamma=1, beta=0.
 
 All layers work on NHWC tensors.
+
+Compute policy (`Policy`, entered with `with policy(...)`): the compute dtype of Conv, Dense and
+BatchNorm (parameters are always created and kept in float32; bfloat16 compute casts them inside
+the layer, so gradients arrive in float32) and the number of BatchNorm statistics groups. The
+policy is read when a layer is traced, so a jitted function must be traced (first called) under
+the policy it is meant for; `jax_local.parallel` enters it around every step, init and eval.
 """
 from __future__ import annotations
 
-import functools
+import contextlib
+import contextvars
+import dataclasses
 import math
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -19,6 +27,35 @@ import jax.numpy as jnp
 
 he_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 torch_linear_kernel = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+  """compute_dtype: dtype of convolutions, matmuls and BN outputs (None: float32, the default).
+  bn_groups: BatchNorm in train mode splits the batch into this many equal contiguous groups and
+  normalises each with its own statistics (ghost BN; 1 = statistics over the whole batch). With
+  the batch sharded over G devices along its first axis, G groups are the per-device statistics
+  of the PyTorch references (one process per GPU), computed without cross-device traffic.
+  """
+  compute_dtype: Any = None
+  bn_groups: int = 1
+
+
+_POLICY = contextvars.ContextVar("jax_local_layer_policy", default=Policy())
+
+
+def current_policy() -> Policy:
+  return _POLICY.get()
+
+
+@contextlib.contextmanager
+def policy(p: Policy):
+  """Layers traced inside this context use `p`."""
+  token = _POLICY.set(p)
+  try:
+    yield p
+  finally:
+    _POLICY.reset(token)
 
 
 def torch_uniform_bias(fan_in: int):
@@ -48,7 +85,7 @@ class Conv(nn.Module):
     return nn.Conv(
         self.features, (k, k), strides=(self.stride, self.stride),
         padding=((pad, pad), (pad, pad)), use_bias=self.use_bias,
-        feature_group_count=self.feature_group_count,
+        feature_group_count=self.feature_group_count, dtype=current_policy().compute_dtype,
         kernel_init=he_fan_out, bias_init=torch_uniform_bias(fan_in))(x)
 
 
@@ -62,11 +99,72 @@ class Dense(nn.Module):
   def __call__(self, x):
     kernel_init = nn.initializers.zeros if self.zero_kernel else torch_linear_kernel
     return nn.Dense(self.features, use_bias=self.use_bias, kernel_init=kernel_init,
+                    dtype=current_policy().compute_dtype,
                     bias_init=torch_uniform_bias(x.shape[-1]))(x)
 
 
-BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
-"""BatchNorm with the reference statistics; call as BatchNorm(use_running_average=not train)."""
+class BatchNorm(nn.Module):
+  """BatchNorm over the last axis with the reference statistics (momentum 0.9, eps 1e-5).
+
+  Call as BatchNorm(use_running_average=not train). Variables as `flax.linen.BatchNorm` (params
+  "scale", "bias"; batch_stats "mean", "var", float32), so checkpoints are interchangeable, and
+  with one group the same arithmetic: statistics in float32, var = E[x²] − E[x]² clipped at 0,
+  biased variance in the running average (Flax's rule).
+
+  With G = `groups` (None: the policy's `bn_groups`) > 1 in train mode, x [N, ...] is viewed as
+  [G, N/G, ...] and each group is normalised with its own mean and variance; the running
+  statistics move toward the mean over groups of the group means and variances (what averaging
+  G per-device BatchNorms' updates would give). Initialisation always uses one group.
+  """
+  use_running_average: bool | None = None
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  use_bias: bool = True
+  use_scale: bool = True
+  scale_init: Callable = nn.initializers.ones
+  bias_init: Callable = nn.initializers.zeros
+  groups: int | None = None
+
+  @nn.compact
+  def __call__(self, x, use_running_average: bool | None = None):
+    use_running_average = nn.merge_param("use_running_average", self.use_running_average,
+                                         use_running_average)
+    pol = current_policy()
+    c = x.shape[-1]
+    ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), (c,))
+    ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), (c,))
+    shape = x.shape
+    if use_running_average:
+      mean, var = ra_mean.value, ra_var.value
+      axes = tuple(range(x.ndim - 1))
+    else:
+      groups = 1 if self.is_initializing() else (self.groups or pol.bn_groups)
+      if groups > 1:
+        if shape[0] % groups:
+          raise ValueError(f"BatchNorm with {groups} statistics groups (per-device BN) needs a "
+                           f"batch divisible by {groups}; got {shape[0]}")
+        x = x.reshape(groups, shape[0] // groups, *shape[1:])
+      axes = tuple(range(1 if groups > 1 else 0, x.ndim - 1))
+      x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+      mean = x32.mean(axes)
+      var = jnp.maximum(0.0, jax.lax.square(x32).mean(axes) - jax.lax.square(mean))
+      if not self.is_initializing():
+        batch_mean = mean.mean(0) if groups > 1 else mean
+        batch_var = var.mean(0) if groups > 1 else var
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * batch_mean
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * batch_var
+    mean = jnp.expand_dims(mean, axes)
+    var = jnp.expand_dims(var, axes)
+    y = x - mean
+    mul = jax.lax.rsqrt(var + self.epsilon)
+    out_dtype = jnp.result_type(x, jnp.float32)
+    if self.use_scale:
+      mul = mul * self.param("scale", self.scale_init, (c,), jnp.float32)
+    y = y * mul
+    if self.use_bias:
+      y = y + self.param("bias", self.bias_init, (c,), jnp.float32)
+    y = y.reshape(shape)
+    return y.astype(pol.compute_dtype or out_dtype)
 
 
 def global_avg_pool(x):

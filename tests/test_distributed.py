@@ -1,0 +1,151 @@
+"""Two JAX processes on localhost (jax.distributed, gloo CPU collectives), two devices each, train
+the quickstart's greedy ResNet-8 on 64 Fashion-MNIST images for two steps through
+`train.train_and_evaluate`, sharing one workdir as hosts of a cluster share a file system.
+
+Checked: both processes end with bit-identical parameters, BN statistics and optimizer state;
+the checkpoint written by both and restored by both (orbax, into replicated shardings) equals
+the live state; evaluation counts every test example once; only process 0 writes the run's
+files; and the result equals one process on 8 devices with the same global batch (rtol/atol
+1e-5: the mesh differs, 4 vs 8 shards, so the all-reduces sum in another order).
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from jax_local import parallel
+from tests import fault_helpers as fh
+
+STEPS = 2
+
+DRIVER = r"""
+import json, os, sys
+import jax
+import numpy as np
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.config.update("jax_disable_most_optimizations", True)  # fast compiles
+pid, port, workdir, data_dir, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+from jax_local import parallel
+assert parallel.initialize_distributed("explicit", f"127.0.0.1:{port}", 2, pid)
+assert jax.process_count() == 2 and jax.device_count() == 4, jax.devices()
+sys.path.insert(0, os.getcwd())
+from tests.test_distributed import tiny_config, dump
+from jax_local import checkpointing, train
+from jax_local.data import input_pipeline
+from jax_local.train_state import init_state
+config = tiny_config(data_dir)
+summary, state = train.train_and_evaluate(config, workdir, return_state=True)
+# restore what both processes just wrote, as a resumed run does
+dataset = input_pipeline.build_dataset(config.data, config.seed, pid, 2)
+plan, tx, _, _ = train.build(config, dataset)
+par = parallel.Parallel.from_config(config)
+ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), 3)
+restored = ckpt.restore(par.abstract_state(
+    lambda rng: init_state(plan, tx, rng, dataset.image_shape), jax.random.PRNGKey(config.seed)))
+ckpt.close()
+assert par.is_replicated(restored)
+dump(out, state, restored, summary)
+print("done", pid)
+"""
+
+
+def tiny_config(data_dir):
+  from configs import fashion_mnist_quickstart
+  c = fashion_mnist_quickstart.get_config("greedy")
+  c.data.tfds_data_dir = data_dir
+  c.data.train_subset, c.data.batch_size, c.data.eval_batch_size = 64, 32, 1000
+  c.num_epochs, c.log_every_steps = 1, 1
+  c.optim.schedule = "constant"
+  return c
+
+
+def dump(path, state, restored, summary):
+  """This process's copy of the replicated state (its first local device) and the summary."""
+  local = lambda tree: [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(tree)]
+  np.savez(path, *local(state), *local(restored))
+  with open(path + ".json", "w") as f:
+    json.dump(summary, f)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory, fashion_mnist):
+  data_dir, _ = fashion_mnist
+  root = tmp_path_factory.mktemp("distributed")
+  port = _free_port()
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+         "PYTHONPATH": os.pathsep.join([fh.ROOT, os.environ.get("PYTHONPATH", "")])}
+  procs = [subprocess.Popen([sys.executable, "-c", DRIVER, str(i), str(port), str(root / "run"),
+                             data_dir, str(root / f"p{i}.npz")], cwd=fh.ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for i, (p, out) in enumerate(zip(procs, outs)):
+    assert p.returncode == 0 and f"done {i}" in out, out[-4000:]
+  arrays = [list(np.load(root / f"p{i}.npz").values()) for i in range(2)]
+  summaries = [json.load(open(root / f"p{i}.npz.json")) for i in range(2)]
+  return root, arrays, summaries
+
+
+def test_two_processes_end_identical_and_restore_what_they_saved(two_processes):
+  root, (a0, a1), (s0, s1) = two_processes
+  assert len(a0) == len(a1) and len(a0) % 2 == 0
+  for x, y in zip(a0, a1):  # live and restored state, process 0 == process 1, bit for bit
+    np.testing.assert_array_equal(x, y)
+  half = len(a0) // 2
+  for live, restored in zip(a0[:half], a0[half:]):
+    np.testing.assert_array_equal(live, restored)
+  assert a0[0].shape == () and int(a0[0]) == STEPS  # TrainState.step
+  assert s0 == s1
+  history = json.load(open(root / "run" / "history.json"))
+  assert history[-1]["step"] == STEPS and history[-1]["test_examples"] == 10000
+  checkpoints = fh.complete_checkpoints(root / "run")
+  assert checkpoints == [STEPS]
+  rows = [json.loads(l) for l in open(root / "run" / "metrics.jsonl")]
+  assert [r["step"] for r in rows if "loss" in r] == list(range(1, STEPS + 1))  # one writer
+
+
+def test_two_processes_equal_one_process_on_the_same_global_batch(two_processes, fashion_mnist,
+                                                                  tmp_path):
+  from jax_local import train
+  root, (a0, _), (s0, _) = two_processes
+  data_dir, _ = fashion_mnist
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)  # as the two processes
+  try:
+    summary, state = train.train_and_evaluate(tiny_config(data_dir), str(tmp_path / "one"),
+                                              return_state=True)
+  finally:
+    jax.config.update("jax_disable_most_optimizations", old)
+  assert jax.process_count() == 1 and jax.device_count() == 8
+  one = [np.asarray(x) for x in jax.tree.leaves(state)]
+  assert len(one) == len(a0) // 2
+  for x, y in zip(one, a0):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+  assert summary["final_test_error"] == pytest.approx(s0["final_test_error"], abs=0.02)
+
+
+def test_initialize_distributed_arguments():
+  assert parallel.initialize_distributed("off") is False
+  assert parallel.initialize_distributed("auto") is False  # no flags, no SLURM step here
+  with pytest.raises(ValueError, match="--coordinator_address, --num_processes"):
+    parallel.initialize_distributed("explicit", "127.0.0.1:1234", None, 0)
+  with pytest.raises(ValueError, match="process_id=2 not in"):
+    parallel.initialize_distributed("explicit", "127.0.0.1:1234", 2, 2)
+  with pytest.raises(ValueError, match="not a multi-task SLURM step"):
+    parallel.initialize_distributed("slurm")

@@ -1,0 +1,187 @@
+"""Data parallelism on the 8 fake CPU devices of conftest.py, per-device BatchNorm, bf16 compute.
+
+Tolerances (float32): a sharded step sums its batch as 8 per-device partial sums and an
+all-reduce, the unsharded one in a single reduction, so the two differ by rounding only. The
+differences seen are a few ulps, amplified by BatchNorm's division by the batch std and by
+the optimizer (lr 0.8 over momentum-free first step); rtol 1e-5 / atol 1e-5 leaves a margin of
+about 10x over the largest difference measured (README "Running on clusters").
+bf16 against f32: bf16 has 8 mantissa bits (relative rounding 2^-9 = 0.2%); through ResNet-8 the
+loss moved by < 1% in the runs measured, so 3% is asserted.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jax_local import config_validation, engine, optim, parallel
+from jax_local.engine import forward, fused
+from jax_local.models import layers
+from jax_local.train_state import init_state
+from tests import helpers
+
+MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
+TOL = dict(rtol=1e-5, atol=1e-5)
+N = 32  # 4 examples per device
+
+
+@pytest.fixture(autouse=True, scope="module")
+def fast_compile():
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
+
+
+def _setup(method="dgl"):
+  config = helpers.tiny_config(method, depth=8, preset="uniform_k3")
+  plan, tx, state = helpers.tiny_plan_and_state(config)
+  schedule = optim.make_schedule(config.optim, config.num_epochs, 10)
+  batch = {k: np.asarray(v) for k, v in helpers.random_batch(N).items() if k != "image01"}
+  return config, plan, tx, schedule, state, batch
+
+
+def _max_diff(a, b):
+  """Largest |x - y| and largest |x - y| / (1e-5 + 1e-5 |y|) (the fraction of TOL used)."""
+  pairs = [(np.asarray(x, np.float64), np.asarray(y, np.float64))
+           for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))]
+  return (max(float(np.max(np.abs(x - y))) for x, y in pairs),
+          max(float(np.max(np.abs(x - y) / (1e-5 + 1e-5 * np.abs(y)))) for x, y in pairs))
+
+
+def _allclose(a, b, **tol):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), **(tol or TOL))
+
+
+def _par(groups=1, dtype=None):
+  assert jax.device_count() == 8
+  return parallel.Parallel(parallel.make_mesh(), layers.Policy(dtype, groups))
+
+
+@pytest.mark.parametrize("executor", ["fused", "sequential"])
+def test_sharded_step_equals_unsharded(executor):
+  """Two steps on a batch sharded over 8 devices = the same steps on one device."""
+  config, plan, tx, schedule, state, batch = _setup("greedy")
+  single = engine.make_train_step(executor, plan, tx, schedule, MEAN, STD)
+  s1 = jax.tree.map(jnp.copy, state)
+  for _ in range(2):
+    s1, m1 = single(s1, batch)
+
+  par = _par()
+  sharded = par.train_step(executor, engine.make_train_step(executor, plan, tx, schedule, MEAN,
+                                                            STD))
+  init_fn = lambda rng: init_state(plan, tx, rng, helpers.IMAGE_SHAPE)
+  s8 = par.init(init_fn, jax.random.PRNGKey(0))   # created replicated, with jit's values
+  assert par.is_replicated(s8)
+  _allclose(s8, jax.jit(init_fn)(jax.random.PRNGKey(0)), rtol=0, atol=0)
+  s8 = jax.device_put(jax.tree.map(jnp.copy, state), par.replicate_tree(state))
+  gbatch = par.global_batch(batch)
+  assert gbatch["image"].sharding.spec == jax.sharding.PartitionSpec("data")
+  assert {s.data.shape[0] for s in gbatch["image"].addressable_shards} == {N // 8}
+  for _ in range(2):
+    s8, m8 = sharded(s8, gbatch)
+  assert par.is_replicated(s8), "the new state must stay replicated"
+  assert len(s8.params["backbone"]["stem"]["Conv_0"]["Conv_0"]["kernel"].sharding.device_set) == 8
+  print(f"{executor}: max |state diff|, fraction of TOL: {_max_diff(s8, s1)}, "
+        f"loss {float(m8['loss']):.6f} vs {float(m1['loss']):.6f}")
+  _allclose(m8["loss"], m1["loss"])
+  _allclose(s8, s1)
+
+
+def _slice_grads(plan, state, batch):
+  """Per-example-mean losses: gradients, BN statistics, loss and metrics of one slice, computed
+  unsharded with ordinary (one group) BatchNorm."""
+  fn = jax.jit(jax.grad(lambda p, s, b: fused.plan_loss(plan, p, s, b), has_aux=True))
+  return fn(state.params, state.batch_stats, forward.with_image01(batch, MEAN, STD))
+
+
+def test_per_device_bn_equals_eight_independent_slices():
+  """bn_stats=per_device on 8 devices: each device's 4 examples are normalised with their own
+  statistics. Independently: the ordinary step's gradients on each slice alone, averaged (the
+  losses are per-example means over equal slices), and the running statistics of each slice
+  averaged; the optimizer applied to the averaged gradient gives the expected parameters."""
+  config, plan, tx, schedule, state, batch = _setup()
+  slices = [jax.tree.map(lambda x: x[d * 4:(d + 1) * 4], batch) for d in range(8)]
+  outs = [_slice_grads(plan, state, s) for s in slices]
+  mean = lambda trees: jax.tree.map(lambda *xs: sum(xs) / len(xs), *trees)
+  grads = mean([g for g, _ in outs])
+  stats = mean([st for _, (st, _) in outs])
+  loss = mean([m["loss"] for _, (_, m) in outs])
+  updates, _ = tx.update(grads, state.opt_state, state.params)
+  import optax
+  params = optax.apply_updates(state.params, updates)
+
+  par = _par(groups=8)
+  step = par.train_step("fused", engine.make_train_step("fused", plan, tx, schedule, MEAN, STD))
+  new, metrics = step(jax.device_put(jax.tree.map(jnp.copy, state), par.replicate_tree(state)),
+                      par.global_batch(batch))
+  print(f"per_device: loss {float(metrics['loss']):.6f} vs slices {float(loss):.6f}; max diff, "
+        f"fraction of TOL: params {_max_diff(new.params, params)} stats "
+        f"{_max_diff(new.batch_stats['backbone'], stats['backbone'])}")
+  _allclose(metrics["loss"], loss)
+  _allclose(new.params, params)
+  _allclose(new.batch_stats, {"backbone": stats["backbone"],
+                              "heads": {**state.batch_stats["heads"], **stats["heads"]}})
+
+
+def _bn_hlo(groups):
+  """Compiled HLO of a train-mode BatchNorm output on a batch sharded over 8 devices."""
+  par = _par(groups)
+  bn = layers.BatchNorm(use_running_average=False)
+  x = par.global_batch({"x": np.random.default_rng(0).normal(size=(N, 4, 4, 8))
+                        .astype(np.float32)})["x"]
+  variables = bn.init(jax.random.PRNGKey(0), x[:2])
+  f = par.with_policy(jax.jit(lambda v, x: bn.apply(v, x, mutable=["batch_stats"])[0]))
+  with layers.policy(par.policy):
+    return f(variables, x), jax.jit(lambda v, x: bn.apply(v, x, mutable=["batch_stats"])[0]) \
+        .lower(variables, x).compile().as_text()
+
+
+def test_per_device_bn_needs_no_cross_device_traffic():
+  """Ghost-BN groups line up with the shards: normalising needs no collective; global BN does."""
+  y8, hlo8 = _bn_hlo(8)
+  y1, hlo1 = _bn_hlo(1)
+  assert "all-reduce" in hlo1
+  assert "all-reduce" not in hlo8 and "all-gather" not in hlo8 and "all-to-all" not in hlo8
+  x = np.random.default_rng(0).normal(size=(N, 4, 4, 8)).astype(np.float32)
+  ref = np.concatenate([(s - s.mean((0, 1, 2))) / np.sqrt(s.var((0, 1, 2)) + 1e-5)
+                        for s in np.split(x, 8)])
+  np.testing.assert_allclose(np.asarray(y8), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_bf16_compute_keeps_f32_state_and_a_close_loss():
+  config, plan, tx, schedule, state, batch = _setup("greedy")
+  losses = {}
+  for name, dtype in (("f32", None), ("bf16", jnp.bfloat16)):
+    par = _par(dtype=dtype)
+    step = par.train_step("fused", engine.make_train_step("fused", plan, tx, schedule, MEAN,
+                                                          STD))
+    new, metrics = step(jax.device_put(jax.tree.map(jnp.copy, state), par.replicate_tree(state)),
+                        par.global_batch(batch))
+    losses[name] = float(metrics["loss"])
+    assert metrics["loss"].dtype == jnp.float32
+    for tree in (new.params, new.batch_stats, new.opt_state):
+      assert {x.dtype for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)} \
+          == {jnp.dtype(jnp.float32)}
+  with layers.policy(layers.Policy(jnp.bfloat16)):  # activations between modules are bf16
+    h, _ = forward.apply_module(plan, 0, state.params, state.batch_stats,
+                                jnp.asarray(batch["image"]))
+  assert h.dtype == jnp.bfloat16
+  print(f"loss f32 {losses['f32']:.5f} bf16 {losses['bf16']:.5f}")
+  assert np.isfinite(losses["bf16"])
+  assert abs(losses["bf16"] - losses["f32"]) < 0.03 * losses["f32"]
+
+
+def test_config_errors_name_the_field():
+  config = helpers.tiny_config()
+  config.data.batch_size = 36
+  with pytest.raises(config_validation.ConfigError, match=r"batch_size=36 .* 8 devices.*32 or 40"):
+    config_validation.validate_config(config)
+  config.data.batch_size = 32
+  config_validation.validate_config(config)
+  for field, value in (("dtype", "float16"), ("bn_stats", "per_host")):
+    bad = helpers.tiny_config()
+    bad.model[field] = value
+    with pytest.raises(config_validation.ConfigError, match=f"model.{field}='{value}'"):
+      config_validation.validate_config(bad)
