@@ -56,8 +56,10 @@ def probe_runs(runs, train_examples: int = 10000, test_examples: int = 0, l2: fl
     feats, _ = run_loading.module_features(run, x)
     feats_t, logits_t = run_loading.module_features(run, xt)
     own = float(np.mean(np.argmax(logits_t, -1) == yt))
+    width = max(f.shape[1] for f in feats)
     for i, (f, ft) in enumerate(zip(feats, feats_t)):
-      res = probe_lib.fit_probe(f, y, ft, yt, run.dataset.num_classes, l2=l2, steps=steps)
+      res = probe_lib.fit_probe(f, y, ft, yt, run.dataset.num_classes, l2=l2, steps=steps,
+                                pad_to=width)
       rows.append({"run": run.label, "workdir": run.workdir, "step": run.step,
                    "module": i + 1, "name": run.module_names[i], "block": run.feature_blocks[i],
                    "dim": res.dim, "train_examples": len(y), "test_examples": len(yt),
@@ -88,9 +90,9 @@ def cka_runs(runs, reference, examples: int = 1000, features: str = "flat",
     t0 = time.time()
     missing = [b for b in run.feature_blocks if b not in ref_grams]
     if missing:
-      ref_feats, _ = run_loading.module_features(reference, x, pooled, 500, blocks=missing)
+      ref_feats, _ = run_loading.module_features(reference, x, pooled, blocks=missing)
       ref_grams.update({b: cka_lib.centred_gram(f, np.float32) for b, f in zip(missing, ref_feats)})
-    feats, _ = run_loading.module_features(run, x, pooled, 500)
+    feats, _ = run_loading.module_features(run, x, pooled)
     for i, f in enumerate(feats):
       value = cka_lib.cka_from_grams(cka_lib.centred_gram(f, np.float32),
                                      ref_grams[run.feature_blocks[i]])
@@ -127,7 +129,7 @@ def plot_cka(rows, runs, png_path: str):
   r0 = rows[0]
   return plots.line_plot(
       png_path, _series(rows, runs, "cka"), "module (last block)",
-      f"linear CKA to {r0['reference']}",
+      f"linear CKA to {r0['reference']} (0-1)",
       f"Linear CKA per module, {r0['features']} features, {r0['examples']} test images",
       xticks=(xs, names), ylim=(0.0, 1.02))
 
@@ -173,15 +175,23 @@ def main(argv=None) -> int:
 
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's read-only notices
+  loaded = {}
+
+  def load(workdir):
+    key = os.path.realpath(workdir)
+    if key not in loaded:
+      loaded[key] = run_loading.load_run(workdir, args.data_dir or None)
+    return loaded[key]
+
   try:
-    runs = [run_loading.load_run(w, args.data_dir or None) for w in _workdirs(args.workdir)]
+    runs = [load(w) for w in _workdirs(args.workdir)]
     if args.command == "probe":
       rows = probe_runs(runs, args.train_examples, args.test_examples, args.l2, args.steps)
       print(format_rows(rows, ["run", "step", "module", "block", "dim", "probe_train_accuracy",
                                "probe_test_accuracy", "network_test_accuracy"]))
       png, csv = plot_probe(rows, runs, args.out)
     else:
-      reference = run_loading.load_run(args.reference, args.data_dir or None)
+      reference = load(args.reference)
       rows = cka_runs(runs, reference, args.examples, args.features)
       print(format_rows(rows, ["run", "module", "block", "feature_dim", "cka"]))
       png, csv = plot_cka(rows, runs, args.out)

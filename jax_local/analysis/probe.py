@@ -54,19 +54,27 @@ _fit_jit = jax.jit(_fit, static_argnums=(2, 3, 4))
 
 
 def fit_probe(train_x, train_y, test_x, test_y, num_classes: int, l2: float = L2,
-              steps: int = STEPS, return_curve: bool = False):
+              steps: int = STEPS, return_curve: bool = False, pad_to: int = 0):
   """Fits the probe on (train_x [N, D], train_y [N]) and scores it on the test features.
 
-  Returns a ProbeResult (and the objective per iteration if return_curve).
+  pad_to: append zero feature columns up to this width before fitting. A zero column gets zero
+  weight (its gradient is l2 * w, from w = 0), so the fit is unchanged, and modules of different
+  widths share one compiled fit. Returns a ProbeResult (and the objective per iteration if
+  return_curve).
   """
   train_x = np.asarray(train_x, np.float32).reshape(len(train_x), -1)
   test_x = np.asarray(test_x, np.float32).reshape(len(test_x), -1)
+  dim = train_x.shape[1]
   mean = train_x.mean(0)
   std = np.maximum(train_x.std(0), 1e-6)
   z, zt = (train_x - mean) / std, (test_x - mean) / std
+  if pad_to > dim:
+    z = np.pad(z, ((0, 0), (0, pad_to - dim)))
   y = jnp.asarray(train_y, jnp.int32)
   params, loss, curve = _fit_jit(jnp.asarray(z), y, int(num_classes), float(l2), int(steps))
   params = jax.device_get(params)
+  params = {"w": params["w"][:dim], "b": params["b"]}
+  z = z[:, :dim]
   acc = lambda a, t: float(np.mean(np.argmax(a @ params["w"] + params["b"], -1) == np.asarray(t)))
-  result = ProbeResult(acc(z, train_y), acc(zt, test_y), float(loss), int(z.shape[1]))
+  result = ProbeResult(acc(z, train_y), acc(zt, test_y), float(loss), dim)
   return (result, np.asarray(curve)) if return_curve else result

@@ -168,6 +168,9 @@ def load_run(workdir: str, data_dir: str | None = None) -> LoadedRun:
                    state.params, state.batch_stats, step)
 
 
+_FORWARDS = {}
+
+
 def _pool(h):
   return jnp.mean(h, axis=(1, 2)) if h.ndim == 4 else h
 
@@ -187,20 +190,24 @@ def _make_forward(feature_plan: Plan, pooled: bool):
 
 
 def module_features(run: LoadedRun, images: np.ndarray, pooled: bool = True,
-                    batch_size: int = 1000, blocks=None) -> tuple[list[np.ndarray], np.ndarray]:
+                    batch_size: int = 250, blocks=None) -> tuple[list[np.ndarray], np.ndarray]:
   """Eval-mode (running BN statistics) features of every analysed module and the logits.
 
   images: normalised float32 [N, H, W, C]. blocks: read the features at the outputs of these
   blocks instead of the run's module ends (e.g. another run's cuts, for CKA). Returns
   ([module i: [N, C_i] pooled, or [N, H_i, W_i, C_i]], logits [N, classes]). Batches are padded
-  to one shape (one compile).
+  to `batch_size` (one compile per run and kind of features).
   """
   feature_plan = run.feature_plan
   if blocks is not None:
     feature_plan = _feature_plan(run.plan, cut_at(run.plan, blocks))[0]
-  fn = _make_forward(feature_plan, pooled)
+  # the config determines the plan, so runs of one config share the compiled forward
+  key = (run.config.to_json(), feature_plan.modules, pooled)
+  if key not in _FORWARDS:
+    _FORWARDS[key] = _make_forward(feature_plan, pooled)
+  fn = _FORWARDS[key]
   n = len(images)
-  b = min(batch_size, n)
+  b = batch_size
   feats, logits = [[] for _ in range(feature_plan.num_modules - 1)], []
   for start in range(0, n, b):
     chunk = images[start:start + b]
