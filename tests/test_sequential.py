@@ -149,3 +149,15 @@ def test_identical_modules_share_one_program():
   assert len(units) == plan.num_modules
   # stem, s1 block, s2b0 (stride 2), s2 block, s3b0, s3 block, last (+fc)
   assert len({u.joint for u in units}) == 7
+
+
+def test_infopro_lambdas_are_arguments_not_programs():
+  """InfoPro's λ change with the module index; they are passed in, so modules of equal shape
+  still share one program (as many as DGL's, see above)."""
+  config = helpers.tiny_config("infopro", depth=32, preset="blocks")
+  backbone = build_backbone(config.model, 4)
+  plan = methods.build_plan(config.method, backbone, splits.get_split("blocks", 32), 4)
+  units = sequential.build_units(plan)
+  assert len({u.joint for u in units}) == 7
+  lambdas = {u.head_coefficients for u in units[:-1]}
+  assert len(lambdas) == plan.num_modules - 1   # every module has its own (λ_rec, λ_cls)

@@ -22,7 +22,8 @@ update (tests/test_sequential.py).
 
 Programs depend on structure (blocks, heads, term layout), never on block names, so modules
 with equal structure and shapes share one compiled program (ResNet-110 K=55 DGL: 8 programs for
-54 modules). Term weights are traced arguments.
+54 modules). Term weights and heads' loss coefficients (InfoPro's λ, `heads/coefficients.py`)
+are traced arguments.
 
 `SequentialStep.drive(state, batch, call)` is the step written once for two uses: executing
 (`call(fn, live, *args) = fn(*args)`) and the compile-only memory report, where `call` compiles
@@ -41,6 +42,7 @@ import optax
 
 from jax_local import ema
 from jax_local.engine import forward
+from jax_local.heads import coefficients
 from jax_local.models.backbone import apply_block
 from jax_local.plan import LossTerm, Plan
 
@@ -94,6 +96,7 @@ class Unit:
   module: int
   block_names: tuple[str, ...]
   head_names: tuple[str, ...]
+  head_coefficients: tuple[tuple[float, ...], ...]   # per head name (coefficients.factor)
   terms: tuple[LossTerm, ...]
   groups: tuple[int, ...]              # distinct firsts of the terms, ascending
   joint: UnitSpec | None
@@ -126,12 +129,14 @@ def build_units(plan: Plan, split: str = "auto") -> list[Unit]:
     layout.append((i, terms, groups, joint, down, backs))
   last = {w: k for k, ws in enumerate(writes) for w in ws}
   blocks = lambda m: tuple(plan.backbone.module(b) for b in plan.modules[m])
+  factored = {name: coefficients.factor(head) for name, head in plan.heads.items()}
+  structure = lambda name: factored[name][0]
   units, k = [], 0
   for i, terms, groups, joint, down, backs in layout:
     head_names = tuple(dict.fromkeys(t.head for t in terms))
     spec, fwd, heads = None, None, ()
     if joint:
-      spec = UnitSpec(blocks(i), tuple(plan.heads[h] for h in head_names),
+      spec = UnitSpec(blocks(i), tuple(structure(h) for h in head_names),
                       tuple((0 if t.first == i else 1 + down.index(t.first),
                              head_names.index(t.head)) for t in terms),
                       len(down), last[("m", i)] == k,
@@ -139,7 +144,7 @@ def build_units(plan: Plan, split: str = "auto") -> list[Unit]:
       k += 1
     else:
       fwd = ForwardSpec(blocks(i))
-      heads = tuple(HeadSpec(plan.heads[t.head], last[("h", t.head)] == k + 1 + n)
+      heads = tuple(HeadSpec(structure(t.head), last[("h", t.head)] == k + 1 + n)
                     for n, t in enumerate(terms))
       k += 1 + len(terms)
     back_specs = []
@@ -148,8 +153,9 @@ def build_units(plan: Plan, split: str = "auto") -> list[Unit]:
       back_specs.append((m, BackSpec(blocks(m), len(active), active[-1] == m,
                                      last[("m", m)] == k)))
       k += 1
-    units.append(Unit(i, plan.modules[i], head_names, terms, groups, spec, fwd, heads,
-                      tuple(back_specs)))
+    units.append(Unit(i, plan.modules[i], head_names,
+                      tuple(factored[h][1] for h in head_names), terms, groups, spec, fwd,
+                      heads, tuple(back_specs)))
   return units
 
 
@@ -171,10 +177,11 @@ def _sumsq(trees):
 
 
 def _unit_step(spec: UnitSpec, mean, std, params, stats, head_params, head_stats, a, batch,
-               weights, acc, acc_heads):
+               weights, coefs, acc, acc_heads):
   """Unit of module i. params/stats: tuples over module i's blocks; a = a_i [N,H,W,C];
-  batch: "image", "label" [N]; weights: per term; acc/acc_heads: gradient buffers (donated;
-  None where no earlier program wrote one).
+  batch: "image", "label" [N]; weights: per term; coefs: per head, its loss coefficients
+  (`coefficients.factor`); acc/acc_heads: gradient buffers (donated; None where no earlier
+  program wrote one).
 
   Returns (acc, acc_heads, new module stats, new head stats, sg(a_{i+1}), Σ w·loss, squared
   norm of the gradients completed here, per-term metrics, cascade cotangents at a_i).
@@ -186,7 +193,8 @@ def _unit_step(spec: UnitSpec, mean, std, params, stats, head_params, head_stats
     total, metrics, new_hs = jnp.zeros((), jnp.float32), [], list(head_stats)
     for (g, hk), w in zip(spec.terms, weights):
       variables = {"params": hp[hk], "batch_stats": head_stats[hk]}
-      (loss, m), upd = spec.heads[hk].apply(variables, outs[g], batch, train=True,
+      head = coefficients.bind(spec.heads[hk], coefs[hk])
+      (loss, m), upd = head.apply(variables, outs[g], batch, train=True,
                                             mutable=["batch_stats"])
       new_hs[hk] = upd.get("batch_stats", {})
       total = total + w * loss
@@ -216,13 +224,16 @@ def _forward_step(spec: ForwardSpec, params, stats, a):
   return sg(out), new_stats
 
 
-def _head_step(spec: HeadSpec, mean, std, head_params, head_stats, h, batch, weight, acc):
-  """Split mode: one term's head on h = a_{i+1}. Returns (acc + head gradient, new head stats,
-  weight·loss, squared norm of acc if final, metrics, cotangent at h)."""
+def _head_step(spec: HeadSpec, mean, std, head_params, head_stats, h, batch, weight, coefs,
+               acc):
+  """Split mode: one term's head on h = a_{i+1}, with its loss coefficients `coefs`. Returns
+  (acc + head gradient, new head stats, weight·loss, squared norm of acc if final, metrics,
+  cotangent at h)."""
   batch = forward.with_image01(batch, mean, std)
+  head = coefficients.bind(spec.head, coefs)
 
   def loss_fn(hp, h):
-    (loss, m), upd = spec.head.apply({"params": hp, "batch_stats": head_stats}, h, batch,
+    (loss, m), upd = head.apply({"params": hp, "batch_stats": head_stats}, h, batch,
                                      train=True, mutable=["batch_stats"])
     return weight * loss, (weight * loss, upd.get("batch_stats", {}), m)
 
@@ -259,11 +270,11 @@ class SequentialStep:
     jit = lambda spec, fn, donate: self._jitted.setdefault(spec, jax.jit(fn, donate_argnums=donate))
     for u in self.units:
       if u.joint:
-        jit(u.joint, functools.partial(_unit_step, u.joint, mean, std), (7, 8))
+        jit(u.joint, functools.partial(_unit_step, u.joint, mean, std), (8, 9))
       else:
         jit(u.forward, functools.partial(_forward_step, u.forward), ())
         for h in u.heads:
-          jit(h, functools.partial(_head_step, h, mean, std), 5)
+          jit(h, functools.partial(_head_step, h, mean, std), 6)
       for _, b in u.backs:
         jit(b, functools.partial(_back_step, b), 4)
     self._sum = jax.jit(lambda *xs: functools.reduce(jnp.add, xs))
@@ -278,7 +289,8 @@ class SequentialStep:
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       params = ema.ema_update(plan.ema_pairs, state.params,
                               optax.apply_updates(state.params, updates))
-      stats = {"backbone": new_stats["backbone"],
+      stats = {"backbone": forward.repeat_bn_updates(plan, state.batch_stats["backbone"],
+                                                     new_stats["backbone"]),
                "heads": {**state.batch_stats["heads"], **new_stats["heads"]}}
       metrics = {"loss": sum(totals, jnp.zeros((), jnp.float32)), "lr": schedule(state.step),
                  "grad_norm": jnp.sqrt(sum(sqs, jnp.zeros((), jnp.float32)))}
@@ -326,7 +338,7 @@ class SequentialStep:
         (acc, acc_h, stats_i, head_stats, out, total, sq, term_metrics, cts) = call(
             self._jitted[u.joint], live, block_tree(p_bb, names), block_tree(s_bb, names),
             block_tree(p_h, u.head_names), block_tree(s_h, u.head_names), acts[i], batch,
-            tuple(float(t.weight) for t in u.terms), block_tree(gb, names),
+            tuple(float(t.weight) for t in u.terms), u.head_coefficients, block_tree(gb, names),
             block_tree(gh, u.head_names))
         gb.update(zip(names, acc))
         gh.update(zip(u.head_names, acc_h))
@@ -345,7 +357,7 @@ class SequentialStep:
           live = {**live, "out": out, "cotangents": term_cts}
           acc_h, hs, total, sq, m_t, ct = call(
               self._jitted[h], live, p_h[t.head], s_h[t.head], out, batch, float(t.weight),
-              gh.get(t.head))
+              u.head_coefficients[u.head_names.index(t.head)], gh.get(t.head))
           gh[t.head] = acc_h
           new_stats["heads"][t.head] = hs
           metrics.update({f"{t.name}/{k}": v for k, v in m_t.items()})
@@ -379,6 +391,28 @@ class SequentialStep:
 
   def __call__(self, state, batch):
     return self.drive(state, jax.device_put(batch))
+
+  def lower(self, state, batch) -> list[jax.stages.Lowered]:
+    """Every distinct program of a step, lowered for `state` and `batch` (abstract shapes are
+    enough; nothing runs): the counterpart of `jax.jit(step).lower(...)` for compile checks."""
+    lowered = {}
+
+    def call(fn, live, *args):
+      del live
+      traced = fn.trace(*args)
+      lowered.setdefault(program_key(fn, args), traced)
+      return traced.out_info
+
+    self.drive(state, batch, call)
+    return [traced.lower() for traced in lowered.values()]
+
+
+def program_key(fn, args):
+  """Identifies a compiled program: the jitted function and its arguments' structure, shapes
+  and dtypes (Python scalars by type)."""
+  leaves, tree = jax.tree.flatten(args)
+  return (fn, tree, tuple((tuple(x.shape), str(x.dtype)) if hasattr(x, "shape") else type(x)
+                          for x in leaves))
 
 
 def make_train_step(plan: Plan, tx: optax.GradientTransformation, schedule, mean, std,

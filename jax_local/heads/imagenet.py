@@ -29,6 +29,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jax_local import losses
+from jax_local.heads.coefficients import is_active
 from jax_local.heads.common import ce_and_metrics
 from jax_local.heads.infopro import InfoProHead
 from jax_local.models.layers import BatchNorm, Conv, Dense, global_avg_pool
@@ -120,6 +121,7 @@ class ImageNetInfoProHead(nn.Module):
   """
   lambda_rec: float
   lambda_cls: float
+  coefficient_fields = ("lambda_rec", "lambda_cls")
   num_classes: int = 1000
   decoder_variant: str = "infopro"
   quadrant_bce: bool = False
@@ -129,7 +131,7 @@ class ImageNetInfoProHead(nn.Module):
   def __call__(self, h, batch, train: bool = True):
     loss = jnp.zeros((), jnp.float32)
     metrics = {}
-    if self.lambda_rec != 0:
+    if is_active(self.lambda_rec):
       target = batch["image01"]
       logits = ImageNetDecoder(self.decoder_variant, target.shape[-1], name="decoder")(
           h, target.shape[1:3], train)
@@ -137,7 +139,7 @@ class ImageNetInfoProHead(nn.Module):
       bce = bce_fn(logits, target, self.bce_torch_clamp)
       loss = loss + self.lambda_rec * bce
       metrics["bce"] = bce
-    if self.lambda_cls != 0:
+    if is_active(self.lambda_cls):
       out = ImageNetClassifier(self.num_classes, name="classifier")(h, train)
       ce, m = ce_and_metrics(out, batch["label"])
       loss = loss + self.lambda_cls * ce

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jax_local import losses
+from jax_local.heads.coefficients import is_active
 from jax_local.heads.common import ce_and_metrics
 from jax_local.models.layers import BatchNorm, Conv, Dense, global_avg_pool
 from jax_local.resize import resize_align_corners
@@ -105,6 +106,7 @@ class InfoProHead(nn.Module):
   """
   lambda_rec: float
   lambda_cls: float
+  coefficient_fields = ("lambda_rec", "lambda_cls")
   classifier: str = "1c2f"
   loss_mode: str = "contrast"
   num_classes: int = 10
@@ -119,13 +121,13 @@ class InfoProHead(nn.Module):
       raise ValueError(f"unknown loss_mode {self.loss_mode!r}")
     loss = jnp.zeros((), jnp.float32)
     metrics = {}
-    if self.lambda_rec != 0:
+    if is_active(self.lambda_rec):
       target = batch["image01"]
       logits = Decoder(self.widen, target.shape[-1], name="decoder")(h, target.shape[1:3], train)
       bce = losses.bce_with_logits(logits, target, self.bce_torch_clamp)
       loss = loss + self.lambda_rec * bce
       metrics["bce"] = bce
-    if self.lambda_cls != 0:
+    if is_active(self.lambda_cls):
       contrast = self.loss_mode == "contrast"
       out = AuxClassifier(self.classifier, self.feature_dim if contrast else self.num_classes,
                           self.widen, self.feature_dim, name="classifier")(h, train)

@@ -58,6 +58,7 @@ class QuadrantDecoderHead(nn.Module):
   lambda_rec: float
   widen: float = 1
   bce_torch_clamp: bool = False
+  coefficient_fields = ("lambda_rec",)
 
   @nn.compact
   def __call__(self, h, batch, train: bool = True):
