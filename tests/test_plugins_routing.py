@@ -130,6 +130,36 @@ def test_ema_branch_carries_gradient_to_backbone():
   assert _norm(g["heads"]["m0"]["s"]) > 0
 
 
+@pytest.mark.parametrize("base", ["infopro", "dgl"])
+def test_manpp_stem_module(base):
+  """MAN++'s stem module (§9.3): the stem is its own module 0 whose term reaches the stem alone
+  (through an EMA copy and a trainable copy of block 1.0), and module 1 no longer reaches it."""
+  config = plugin_config(base, "man", preset="blocks",
+                         **{"man.variant": "manpp", "man.stem_module": True})
+  plan, _, state = build(config)
+  split = splits.get_split("blocks", 8)
+  assert plan.num_modules == split.num_modules + 1
+  assert plan.modules[0] == ("stem",) and plan.modules[1][0] == "s1b0"
+  assert [(t.first, t.last) for t in plan.terms] == [(i, i) for i in range(plan.num_modules)]
+  assert plan.ema_pairs[0].head == "stem" and plan.ema_pairs[0].source == "s1b0"
+  stem_head = plan.heads["stem"]
+  if base == "infopro":   # the code's stem classifier, at the λ of ratio 0
+    ip = config.method.infopro
+    assert (stem_head.inner.classifier, stem_head.inner.loss_mode) == ("1c2f", "contrast")
+    assert (stem_head.inner.lambda_rec, stem_head.inner.lambda_cls) == (ip.ixx_1, ip.ixy_1)
+  grads = per_term_grads(plan, state, helpers.random_batch())
+  check_routing(plan, grads)
+  assert _norm(grads["stem"]["heads"]["stem"]["s"]) > 0
+
+
+def test_stem_module_needs_manpp_and_a_merged_stem():
+  with pytest.raises(ValueError, match="variant='manpp'"):
+    build(plugin_config("dgl", "man", preset="blocks", **{"man.stem_module": True}))
+  with pytest.raises(ValueError, match="first module holds the stem"):
+    build(plugin_config("dgl", "man", preset="blocks_stem",
+                        **{"man.variant": "manpp", "man.stem_module": True}))
+
+
 class _FrozenBranch(nn.Module):
   @nn.compact
   def __call__(self, x):

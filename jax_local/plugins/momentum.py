@@ -9,6 +9,11 @@ B; EMA_i is frozen and updated after each step as EMA_i ← m·EMA_i + (1−m)·
 The real B gets nothing from this term; the gradient flows through both branches into E_i.
 `man.copy_init`: independent (the code, Q14: LB and EMA are fresh draws) or copy_of_target.
 The term keeps the base's weight 1; the final term is unchanged.
+
+`man.stem_module` (MAN++ only, §9.3): the stem, otherwise trained inside module 0, becomes its
+own gradient-isolated module 0 with a MAN++ head on copies of block 1.0 (its own s), at the
+InfoPro λ of ratio 0 and, for InfoPro, the code's stem classifier (1c2f, SupCon). Every other
+module keeps its blocks, head and λ; the plan then has one module more than the split.
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ import jax
 import jax.numpy as jnp
 
 from jax_local.ema import EmaPair
+from jax_local.heads import imagenet as imagenet_heads
+from jax_local.heads.infopro import InfoProHead
 from jax_local.plan import LossTerm, Plan
 from jax_local.plugins import base_heads, schedules
 from jax_local.plugins.copies import BlockSpec, apply_copy
@@ -67,22 +74,66 @@ def apply_man(mc, plan: Plan, split, num_classes: int) -> Plan:
       raise ValueError(f"method.{field}={value!r} is unknown; valid: {', '.join(valid)}")
   if man.variant == "manpp" and man.bias_form != "parallel_block":
     raise ValueError("method.man.variant='manpp' needs man.bias_form='parallel_block'")
+  stem_module = bool(man.get("stem_module", False))
+  if stem_module and man.variant != "manpp":
+    raise ValueError("method.man.stem_module=True is MAN++'s extra stem module: it needs "
+                     "man.variant='manpp'")
+  base_plan, shift = plan, int(stem_module)
+  if stem_module:
+    plan = _split_off_stem(plan)
+  copies = ("ema",) if man.bias_form == "param_offset" else ("lb", "ema")
+
+  def man_head(i, inner):
+    nxt = plan.modules[i + 1][0]
+    sources = tuple((c, nxt) for c in copies) if man.copy_init == "copy_of_target" else ()
+    return (MomentumHead(BlockSpec.of(plan.backbone.module(nxt)), inner, man.variant,
+                         man.bias_form, sources), nxt)
+
   heads, terms, pairs = dict(plan.heads), [], []
+  if stem_module:
+    heads[STEM_HEAD], nxt = man_head(0, _stem_tail(mc, num_classes))
+    pairs.append(EmaPair(STEM_HEAD, ("ema",), nxt, man.ema_decay))
+    terms.append(LossTerm(STEM_HEAD, 0, 0, STEM_HEAD, 1.0))
   for term in plan.terms:
     i = term.last
     if term.head == "final" or i == plan.num_modules - 1:
       terms.append(term)
       continue
-    nxt = plan.modules[i + 1][0]
-    lam = schedules.module_lambdas(man.lambda_schedule, mc.infopro, plan, i, split.paper_k)
-    copies = ("ema",) if man.bias_form == "param_offset" else ("lb", "ema")
-    sources = tuple((c, nxt) for c in copies) if man.copy_init == "copy_of_target" else ()
-    heads[term.head] = MomentumHead(BlockSpec.of(plan.backbone.module(nxt)),
-                                    base_heads.tail(mc, num_classes, lam), man.variant,
-                                    man.bias_form, sources)
+    lam = schedules.module_lambdas(man.lambda_schedule, mc.infopro, base_plan, i - shift,
+                                   split.paper_k)
+    heads[term.head], nxt = man_head(i, base_heads.tail(mc, num_classes, lam))
     pairs.append(EmaPair(term.head, ("ema",), nxt, man.ema_decay))
     terms.append(LossTerm(term.name, i, i, term.head, term.weight))
-  desc = (f"{plan.description} + {man.variant.upper()} (m={man.ema_decay}, "
-          f"copy_init={man.copy_init})")
+  desc = (f"{base_plan.description} + {man.variant.upper()} (m={man.ema_decay}, "
+          f"copy_init={man.copy_init}{', stem module' if stem_module else ''})")
   return dataclasses.replace(plan, heads=heads, terms=tuple(terms), description=desc,
                              ema_pairs=plan.ema_pairs + tuple(pairs))
+
+
+STEM_HEAD = "stem"
+
+
+def _split_off_stem(plan: Plan) -> Plan:
+  """The stem (first block of module 0) as its own module 0; modules and terms shift by one."""
+  first, stem = plan.modules[0], plan.backbone.block_names[0]
+  if len(first) < 2 or first[0] != stem:
+    raise ValueError("method.man.stem_module=True needs a split whose first module holds the "
+                     f"stem and at least one more block (convention B); module 0 is {first}")
+  modules = ((stem,), first[1:]) + tuple(plan.modules[1:])
+  terms = tuple(dataclasses.replace(t, first=t.first + 1, last=t.last + 1) for t in plan.terms)
+  return dataclasses.replace(plan, modules=modules, terms=terms)
+
+
+def _stem_tail(mc, num_classes: int) -> nn.Module:
+  """The head after the stem's MAN++ branch: InfoPro's decoder + 1c2f classifier with SupCon at
+  ratio 0 (MAN++ CIFAR code), other bases their own head."""
+  if mc.name != "infopro":
+    return base_heads.tail(mc, num_classes)
+  ip = mc.infopro
+  if imagenet_heads.head_family(ip) != "cifar":
+    raise ValueError("method.man.stem_module=True exists for the CIFAR heads only "
+                     "(MAN++ has no ImageNet code)")
+  lam_rec, lam_cls = schedules.lambdas(ip, 0.0)
+  return InfoProHead(lam_rec, lam_cls, classifier="1c2f", loss_mode="contrast",
+                     num_classes=num_classes, feature_dim=ip.feature_dim,
+                     temperature=ip.temperature)
