@@ -11,6 +11,8 @@ Every local method trains the last module with CE on the network's classifier, w
 """
 from __future__ import annotations
 
+import dataclasses
+
 from jax_local import auglocal, plugins
 from jax_local import heads as H
 from jax_local.heads import imagenet as imagenet_heads
@@ -46,8 +48,14 @@ def build_plan(method_config, backbone: Backbone, split, num_classes: int) -> Pl
 
   BP ignores the split's cuts: it is one module and one term over the whole network.
   """
-  plan = _base_plan(method_config, backbone, split, num_classes)
-  return plugins.apply_plugins(method_config, plan, split, num_classes)
+  plan = plugins.apply_plugins(method_config, _base_plan(method_config, backbone, split, num_classes),
+                               split, num_classes)
+  if method_config.get("replicate_bn_calls", True):
+    # Q23: the references run a module once per term whose window holds it, and each
+    # train-mode call updates its BN running statistics (methods.md §1.2)
+    plan = dataclasses.replace(
+        plan, bn_updates=tuple(max(1, plan.terms_covering(m)) for m in range(plan.num_modules)))
+  return plan
 
 
 def _base_plan(method_config, backbone: Backbone, split, num_classes: int) -> Plan:

@@ -40,6 +40,7 @@ class Plan:
   terms: tuple[LossTerm, ...]
   description: str = ""
   ema_pairs: tuple[EmaPair, ...] = ()   # EMA copies held by heads (MAN, LAM)
+  bn_updates: tuple[int, ...] = ()      # per module: BN running-average updates per step (Q23)
 
   def __post_init__(self):
     flat = [b for m in self.modules for b in m]
@@ -61,6 +62,10 @@ class Plan:
 
   def terms_ending_at(self, module: int) -> tuple[LossTerm, ...]:
     return tuple(t for t in self.terms if t.last == module)
+
+  def terms_covering(self, module: int) -> int:
+    """Number of terms whose window first..last contains `module`."""
+    return sum(t.first <= module <= t.last for t in self.terms)
 
 
 def modules_from_ranges(backbone: Backbone, ranges) -> tuple[tuple[str, ...], ...]:

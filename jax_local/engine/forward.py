@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jax_local.models.backbone import apply_block
+from jax_local.models.layers import BatchNorm
 from jax_local.plan import LossTerm, Plan
 
 
@@ -49,6 +50,22 @@ def canonical_forward(plan: Plan, params, stats, image):
     outputs.append(h)
     new_stats.update(s)
   return outputs, new_stats
+
+
+def repeat_bn_updates(plan: Plan, old, new, momentum: float = BatchNorm.momentum):
+  """Backbone BN statistics as if module m had been called `plan.bn_updates[m]` times (quirk Q23).
+
+  One train-mode call updates a running average r_1 = μ·r_0 + (1−μ)·b; n calls with the same
+  input (same batch statistic b) give r_n = μ^n·r_0 + (1−μ^n)·b = r_0 + (1−μ^n)/(1−μ)·(r_1 − r_0).
+  old / new: {block: stats} before and after the step's single update; returns the n-call stats.
+  """
+  out = dict(new)
+  for m, n in enumerate(plan.bn_updates):
+    if n > 1:
+      scale = (1 - momentum ** n) / (1 - momentum)
+      for b in plan.modules[m]:
+        out[b] = jax.tree.map(lambda r0, r1: r0 + scale * (r1 - r0), old[b], new[b])
+  return out
 
 
 def term_features(plan: Plan, term: LossTerm, params, stats, outputs):

@@ -47,6 +47,8 @@ def make_train_step(plan: Plan, tx: optax.GradientTransformation, schedule, mean
     loss_fn = functools.partial(plan_loss, plan)
     grads, (new_stats, metrics) = jax.grad(loss_fn, has_aux=True)(
         state.params, state.batch_stats, batch)
+    new_stats["backbone"] = forward.repeat_bn_updates(plan, state.batch_stats["backbone"],
+                                                      new_stats["backbone"])
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = ema.ema_update(plan.ema_pairs, state.params,
                             optax.apply_updates(state.params, updates))
