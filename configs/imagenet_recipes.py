@@ -21,7 +21,7 @@ per image as 128 / 0.05.
 Any combination also runs without a file of its own: `--config=configs/imagenet_recipes.py:NET,METHOD,
 PRESET,RECIPE[,PLUGIN]`, e.g. `...:r152,infopro,r152_k8_hpff,hpff,hpff` (InfoPro + HPFF, R152 K=8).
 """
-from configs import common
+from configs import common, p400
 
 RECIPES = {  # name -> (epochs, batch, lr0)
     "infopro": (90, 1024, 0.4), "hpff": (90, 128, 0.05), "man": (90, 128, 0.05),
@@ -53,6 +53,7 @@ def get_imagenet_config(net: str, method: str, preset: str, recipe: str):
     c.model.groups, c.model.width_per_group = 32, 8
   c.split.preset = preset
   c.method.name = method
+  c.executor = p400.executor_for(method)
   c.method.dgl_head = "mlp-sr"          # DGL ImageNet heads: n_lin 3 (1x1), mlp 3 (§4.3a)
   ip = c.method.infopro                 # ImageNet InfoPro: softmax CE, ImageNet heads (§4.6)
   ip.loss_mode = "cross_entropy"

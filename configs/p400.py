@@ -18,6 +18,13 @@ INFOPRO_LAMBDAS = {
 }
 
 
+def executor_for(method: str) -> str:
+  """Paper-size local runs: the sequential executor (0.07-0.30 of BP's memory at batch 1024
+  where the fused step needs 0.26-1.48, BENCHMARKS.md); BP is one module, for which fused is
+  the same program without the per-unit dispatch."""
+  return "fused" if method == "bp" else "sequential"
+
+
 def get_p400_config(dataset: str, depth: int, method: str):
   c = common.get_config()
   c.num_epochs = 400
@@ -31,6 +38,7 @@ def get_p400_config(dataset: str, depth: int, method: str):
   c.model.depth = depth
   c.split.preset = SPLITS[depth]
   c.method.name = method
+  c.executor = executor_for(method)
   c.method.dgl_head = "manpp"
   ip = c.method.infopro
   ip.loss_mode, ip.classifier = "contrast", "1c2f"

@@ -158,9 +158,7 @@ class SequentialAnalyzer:
 
   def __call__(self, fn, live, *args):
     traced = fn.trace(*args)
-    leaves, tree = jax.tree.flatten(args)
-    key = (fn, tree, tuple((tuple(x.shape), str(x.dtype)) if hasattr(x, "shape") else type(x)
-                           for x in leaves))
+    key = sequential.program_key(fn, args)
     if key not in self.cache:
       m = traced.lower().compile().memory_analysis()
       self.cache[key] = (m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes,
