@@ -22,6 +22,7 @@ def get_config():
   c.data.eval_batch_size = 1024
   c.data.drop_remainder = False    # False keeps the partial last batch, as the reference loaders
   c.data.train_subset = 0          # >0: train on the first N training examples (CPU-scale runs)
+  c.data.test_subset = 0           # >0: evaluate on the first N test examples (smoke tests)
   c.data.augment = True
   c.data.on_bad_image = "fail"     # image_folder, undecodable files: fail | skip (both list paths)
 

@@ -41,6 +41,9 @@ def validate_config(config) -> splits.Split:
   _positive("data.batch_size", config.data.batch_size)
   _positive("data.eval_batch_size", config.data.eval_batch_size)
   _positive("data.num_classes", config.data.num_classes)
+  if config.data.get("test_subset", 0) < 0:
+    raise ConfigError(f"config.data.test_subset={config.data.test_subset} must be >= 0 "
+                      "(0 = the whole test split)")
   if config.data.train_subset < 0:
     raise ConfigError(f"config.data.train_subset={config.data.train_subset} must be >= 0 "
                       "(0 = the whole training split)")

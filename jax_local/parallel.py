@@ -162,11 +162,16 @@ class Parallel:
 
     def sequential(state, batch):
       new_state, metrics = step(state, batch)
-      if not self.is_replicated(new_state):
+      if not self.is_replicated(new_state):  # not seen with jax 0.10 (tests/test_sharding.py)
+        sequential.reshards += 1
         new_state = jax.device_put(new_state, self.replicate_tree(new_state))
       return new_state, metrics
 
-    return self.with_policy(sequential)
+    sequential.reshards = 0
+
+    wrapped = self.with_policy(sequential)
+    wrapped.reshards = lambda: sequential.reshards
+    return wrapped
 
   def eval_step(self, fn: Callable) -> Callable:
     """fn(params, stats, batch) -> replicated sums, jitted with the batch sharded."""

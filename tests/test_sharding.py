@@ -72,9 +72,10 @@ def test_sharded_step_equals_unsharded(executor):
   sharded = par.train_step(executor, engine.make_train_step(executor, plan, tx, schedule, MEAN,
                                                             STD))
   init_fn = lambda rng: init_state(plan, tx, rng, helpers.IMAGE_SHAPE)
-  s8 = par.init(init_fn, jax.random.PRNGKey(0))   # created replicated, with jit's values
-  assert par.is_replicated(s8)
-  _allclose(s8, jax.jit(init_fn)(jax.random.PRNGKey(0)), rtol=0, atol=0)
+  if executor == "fused":  # created replicated (jitted: 1-ulp differences from eager init)
+    s8 = par.init(init_fn, jax.random.PRNGKey(0))
+    assert par.is_replicated(s8)
+    _allclose(s8, state, rtol=1e-6, atol=1e-7)
   s8 = jax.device_put(jax.tree.map(jnp.copy, state), par.replicate_tree(state))
   gbatch = par.global_batch(batch)
   assert gbatch["image"].sharding.spec == jax.sharding.PartitionSpec("data")
@@ -82,6 +83,8 @@ def test_sharded_step_equals_unsharded(executor):
   for _ in range(2):
     s8, m8 = sharded(s8, gbatch)
   assert par.is_replicated(s8), "the new state must stay replicated"
+  if executor == "sequential":  # replicated by XLA's propagation, not by the safety net
+    assert sharded.reshards() == 0
   assert len(s8.params["backbone"]["stem"]["Conv_0"]["Conv_0"]["kernel"].sharding.device_set) == 8
   print(f"{executor}: max |state diff|, fraction of TOL: {_max_diff(s8, s1)}, "
         f"loss {float(m8['loss']):.6f} vs {float(m1['loss']):.6f}")

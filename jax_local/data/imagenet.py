@@ -274,8 +274,9 @@ def _split_size(builder, split: str) -> int:
 def build_imagenet(data_config, seed: int, process_index: int = 0,
                    process_count: int = 1) -> ImageNetDataset:
   """`ImageNetDataset` of a prepared tfds `imagenet2012` (config.data: tfds_data_dir, manual_dir,
-  image_size, train_subset, augment, shuffle_buffer, num_classes). Raises FileNotFoundError with
-  preparation instructions if the data are absent, ValueError if num_classes is below 1000."""
+  image_size, train_subset, test_subset, augment, shuffle_buffer, num_classes). Raises
+  FileNotFoundError with preparation instructions if the data are absent, ValueError if
+  num_classes is below 1000."""
   import tensorflow_datasets as tfds
   get = lambda field, default: getattr(data_config, field, default) or default
   builder = tfds.builder(NAME, data_dir=get("tfds_data_dir", None))
@@ -290,6 +291,8 @@ def build_imagenet(data_config, seed: int, process_index: int = 0,
   subset = int(get("train_subset", 0))
   if subset > 0:
     num_train = min(num_train, subset)
+  if int(get("test_subset", 0)) > 0:  # the first N validation examples
+    num_test = min(num_test, int(get("test_subset", 0)))
   n_cls = builder.info.features["label"].num_classes
   if 0 < int(get("num_classes", n_cls)) < n_cls:
     raise ValueError(f"imagenet2012 has {n_cls} classes but config.data.num_classes = "

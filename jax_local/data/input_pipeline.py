@@ -56,7 +56,7 @@ class Dataset:
     num_classes: number of classes of the data.
     image_shape: (H, W, C).
     mean, std: per-channel normalisation tuples (length C), [0, 1] pixel units.
-    num_train, num_test: number of examples (after `train_subset`).
+    num_train, num_test: number of examples (after `train_subset` / `test_subset`).
     train_images, test_images: uint8 [N, H, W, C]; train_labels, test_labels: int32 [N].
   """
 
@@ -366,7 +366,7 @@ def build_dataset(data_config, seed: int, process_index: int = 0,
 
   Args:
     data_config: `config.data` (configs/common.py): name, tfds_data_dir, manual_dir,
-      folder_root, image_size, num_classes, train_subset, augment, on_bad_image.
+      folder_root, image_size, num_classes, train_subset, test_subset, augment, on_bad_image.
     seed: base seed of shuffling and augmentation.
     process_index, process_count: this process's slice of every global batch.
   Raises:
@@ -405,6 +405,9 @@ def build_dataset(data_config, seed: int, process_index: int = 0,
                        "(config.data.num_classes)")
   if subset > 0:  # tfds builders already read only the first `subset` (image_folder: all)
     train = (train[0][:subset], train[1][:subset])
+  test_subset = int(_cfg(data_config, "test_subset", 0))
+  if test_subset > 0:  # smoke tests: evaluate on the first N test examples
+    test = (test[0][:test_subset], test[1][:test_subset])
   mean, std = NORMALISATION[name]
   ds = Dataset(name, train, test, n_cls, mean, std, seed,
                augment=bool(_cfg(data_config, "augment", True)),
