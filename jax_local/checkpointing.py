@@ -7,6 +7,12 @@ completed checkpoint that cannot be read (truncated or deleted files, bad metada
 with a warning, moved to `<workdir>/unreadable_checkpoints/` and the previous one is used. A
 checkpoint whose array shapes differ from the model's raises `CheckpointMismatch` naming a
 differing parameter, before orbax is asked to restore anything.
+
+Several processes (multi-host): every process calls `save` and `restore` on the same directory,
+which must be on a file system all hosts share; orbax writes each replicated array once and
+coordinates the commit. `restore(template)` takes the shardings of `template`'s leaves (arrays or
+`jax.ShapeDtypeStruct`s with a sharding, e.g. `parallel.Parallel.abstract_state`), so arrays are
+read straight into place, replicated over the mesh, without building the state first.
 """
 from __future__ import annotations
 
