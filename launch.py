@@ -69,6 +69,8 @@ def main(argv):
   except (checkpointing.CheckpointMismatch, checkpointing.UnreadableCheckpoints) as e:
     run_log.LOG.error("%s", e)
     sys.exit(1)
+  if jax.process_index() != 0:
+    return
   print(f"[{summary['method']}] {summary['model']} on {summary['dataset']}, "
         f"{summary['num_modules']} modules, {summary['epochs']} epochs: "
         f"final test error {summary['final_test_error']:.2f}%, "
