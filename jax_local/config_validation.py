@@ -58,6 +58,11 @@ def validate_config(config) -> splits.Split:
           f"device); use a multiple of {devices}, e.g. {lower or upper} or {upper}")
   _choice("model.dtype", config.model.get("dtype", "float32"), COMPUTE_DTYPES)
   _choice("model.bn_stats", config.model.get("bn_stats", "global"), BN_STATS)
+  if config.model.get("bn_stats", "global") == "per_device" and config.data.batch_size < 2 * devices:
+    raise ConfigError(
+        f"config.model.bn_stats='per_device' normalises each device's "
+        f"{config.data.batch_size // devices} example(s) alone; BatchNorm needs at least 2 per "
+        f"device: use config.data.batch_size >= {2 * devices} or model.bn_stats='global'")
   _choice("model.arch", config.model.arch, ARCHS)
   try:
     if config.model.arch == "cifar_resnet":

@@ -210,6 +210,9 @@ def test_config_errors_name_the_field():
     config_validation.validate_config(config)
   config.data.batch_size = 32
   config_validation.validate_config(config)
+  config.model.bn_stats, config.data.batch_size = "per_device", 8
+  with pytest.raises(config_validation.ConfigError, match="at least 2 per device"):
+    config_validation.validate_config(config)
   for field, value in (("dtype", "float16"), ("bn_stats", "per_host")):
     bad = helpers.tiny_config()
     bad.model[field] = value
