@@ -127,11 +127,12 @@ def plot_probe(rows, runs, png_path: str):
 def plot_cka(rows, runs, png_path: str):
   xs, names = _x_axis(runs)
   r0 = rows[0]
+  low = max(0.0, np.floor((min(r["cka"] for r in rows) - 0.02) * 20) / 20)  # to 0.05 below
   return plots.line_plot(
       png_path, _series(rows, runs, "cka"), "module (last block)",
-      f"linear CKA to {r0['reference']} (0-1)",
+      f"linear CKA to {r0['reference']} [0-1]",
       f"Linear CKA per module, {r0['features']} features, {r0['examples']} test images",
-      xticks=(xs, names), ylim=(0.0, 1.02))
+      xticks=(xs, names), ylim=(low, 1.005))
 
 
 def format_rows(rows, columns) -> str:

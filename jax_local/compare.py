@@ -120,7 +120,7 @@ def plot_curves(rows, png_path: str):
                          [a for _, a in r["curve"]]) for r in rows]
   datasets = sorted({r["dataset"] for r in rows})
   return plots.line_plot(png_path, series, "epoch", "test accuracy (%)",
-                         f"Test accuracy per epoch ({', '.join(datasets)})")
+                         f"Test accuracy per epoch ({', '.join(datasets)})", integer_x=True)
 
 
 def main(argv=None) -> int:

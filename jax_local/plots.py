@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 DPI = 100
 
@@ -31,11 +32,12 @@ def csv_path(png_path: str) -> str:
 
 
 def write_csv(path: str, header: Sequence[str], rows: Sequence[Sequence]) -> str:
+  """Writes rows under a header; floats with 8 significant digits."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, "w", newline="", encoding="utf-8") as f:
     w = csv.writer(f)
     w.writerow(header)
-    w.writerows(rows)
+    w.writerows([[f"{v:.8g}" if isinstance(v, float) else v for v in row] for row in rows])
   return path
 
 
@@ -53,7 +55,8 @@ def _save(fig, png_path: str) -> None:
 
 def line_plot(png_path: str, series: Sequence[Series], xlabel: str, ylabel: str, title: str,
               xticks: tuple[Sequence[float], Sequence[str]] | None = None,
-              ylim: tuple[float, float] | None = None) -> tuple[str, str]:
+              ylim: tuple[float, float] | None = None,
+              integer_x: bool = False) -> tuple[str, str]:
   """Lines with markers, one per series, legend, grid; returns (png, csv) paths.
 
   The CSV has one row per point: series, x, x_name (if given), y.
@@ -70,6 +73,8 @@ def line_plot(png_path: str, series: Sequence[Series], xlabel: str, ylabel: str,
     ax.set_xticklabels(list(xticks[1]), fontsize=8)
   if ylim is not None:
     ax.set_ylim(*ylim)
+  if integer_x:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   ax.grid(True, alpha=0.3)
   if series:
     ax.legend(fontsize=8)

@@ -203,7 +203,7 @@ def test_cli_probe_cka_and_missing_pieces(tiny_runs, tmp_path, capsys):
   assert _is_png(out)
   rows = _read_csv(out.replace(".png", ".csv"))
   assert [r["x_name"] for r in rows] == ["s1b0", "s2b0", "s3b0"] * 2
-  cka_col = "linear CKA to bp (bp) (0-1)"
+  cka_col = "linear CKA to bp (bp) [0-1]"
   assert [float(r[cka_col]) for r in rows[3:]] == pytest.approx([1.0] * 3, abs=1e-6)
   assert all(0.0 < float(r[cka_col]) < 1.0 - 1e-4 for r in rows[:3])  # flattened feature maps
 
