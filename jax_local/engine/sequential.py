@@ -1,21 +1,22 @@
 """The sequential executor: jitted programs per module, called in order from Python.
 
 For module i (a "unit"), with a_i its detached input:
-  joint mode (default when at most one term ends at i, e.g. every base method): one program
-    runs the canonical forward a_{i+1} = E_i(sg(a_i)) under `jax.vjp` (module i's BN
-    statistics are updated from it, once per step, as in the fused executor), differentiates
+  joint mode (default when one light term ends at i, e.g. every base method): one program
+    runs the canonical forward a_{i+1} = E_i(sg(a_i)) under `jax.vjp` (module i's new BN
+    statistics come from it, as in the fused executor), differentiates
     the heads of the terms that END at i, and returns module i's and the heads' gradients,
     sg(a_{i+1}) and, per cascade group (terms with first f < i, grouped by f), the cotangent
     at a_i;
-  split mode (default when two or more terms end at i: HiLo, multilaminar): a forward program,
+  split mode (default when two or more terms end at i, HiLo and multilaminar, or a head runs
+    copies of backbone blocks, MAN and LAM): a forward program,
     then one program per term's head (gradient of its head, cotangent at a_{i+1}), then a back
     program through module i. Heads then never share memory with each other or with E_i.
 Cascade cotangents go down the window by one small "back" program per module m: it recomputes
 E_m(a_m) from the saved detached input a_m (the host keeps a_m until its last use) and pulls the
 cotangents back, adding module m's gradient. XLA thus holds at most one module's residuals or
 one head's at a time. This is the "recompute" strategy of the PyTorch references, without their
-recomputation of module i; handing `jax.vjp` residuals of module m to the unit of i instead was
-measured to need more memory and to be ~10% faster (BENCHMARKS.md), so recompute it is.
+recomputation of module i in joint mode. Handing `jax.vjp` residuals of module m to the unit of
+i instead would keep the residuals of every module of a window alive between units.
 Gradients go into buffers donated from program to program; after the last unit one jitted
 update applies `tx` and the EMA rule, as the fused executor does. Both executors give the same
 update (tests/test_sequential.py).
@@ -109,16 +110,20 @@ SPLIT = ("auto", "always", "never")
 
 
 def build_units(plan: Plan, split: str = "auto") -> list[Unit]:
-  """The units of `plan` in call order. split: "auto" runs a module with two or more terms in
-  split mode (its heads then never share memory with each other or with the module), others
-  jointly; "always" / "never" force one mode (a module without terms is always joint)."""
+  """The units of `plan` in call order. split: "auto" runs a module in split mode (its heads
+  then never share memory with each other or with the module) when two or more terms end there
+  or a head ending there runs copies of backbone blocks (MAN, LAM: as heavy as a module; ResNet-32
+  K=16 DGL+MAN at batch 1024: 0.48 of BP joint, 0.36 split), others jointly; "always" / "never"
+  force one mode (a module without terms is always joint)."""
   if split not in SPLIT:
     raise ValueError(f"split={split!r}; valid: {', '.join(SPLIT)}")
+  heavy_heads = {p.head for p in plan.ema_pairs}   # heads holding block copies
   layout, writes = [], []   # writes[k]: gradients (("m", module) / ("h", head)) call k adds to
   for i in range(plan.num_modules):
     terms = plan.terms_ending_at(i)
     groups = tuple(sorted({t.first for t in terms}))
-    joint = not terms or split == "never" or (split == "auto" and len(terms) < 2)
+    auto_joint = len(terms) < 2 and not any(t.head in heavy_heads for t in terms)
+    joint = not terms or split == "never" or (split == "auto" and auto_joint)
     if joint:
       writes.append([("m", i)] + [("h", t.head) for t in terms])
     else:
