@@ -16,13 +16,7 @@ from jax_local.engine.fused import plan_loss
 from tests import helpers
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  """Cheap XLA compiles: these tests check values, not speed (jax_conventions.md §11)."""
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")  # tests/conftest.py
 
 
 def _grads(plan, state, batch, terms=None):

@@ -28,12 +28,7 @@ MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 TOL = dict(rtol=1e-5, atol=5e-6)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fast_compile():
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")  # tests/conftest.py
 
 
 def _allclose(a, b):
