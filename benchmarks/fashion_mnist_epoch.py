@@ -22,6 +22,7 @@ from configs import fashion_mnist_quickstart  # noqa: E402
 from jax_local import engine, ema, optim, train  # noqa: E402
 from jax_local.data import input_pipeline  # noqa: E402
 from jax_local.train_state import init_state  # noqa: E402
+from benchmarks import timing  # noqa: E402
 
 METHODS = ("bp", "greedy", "dgl", "infopro", "predsim")
 
@@ -63,15 +64,7 @@ def main():
           f"epoch {train_s:.0f}s", flush=True)
 
   batch = next(dataset.train_batches(1, 0, args.batch, drop_remainder=True))
-  for _ in range(args.rounds):
-    for run in runs.values():
-      state = run["state"]
-      t0 = time.time()
-      for _ in range(args.steps_per_round):
-        state, metrics = run["step"](state, batch)
-      jax.block_until_ready(metrics)
-      run["times"].append((time.time() - t0) / args.steps_per_round)
-      run["state"] = state
+  timing.time_interleaved(runs, batch, args.rounds, args.steps_per_round)
   bp_time = statistics.median(runs["bp"]["times"]) if "bp" in runs else None
   lines = [f"ResNet-{args.depth}, split `{args.preset}`, batch {args.batch}, one epoch "
            f"({dataset.num_train} images), fused executor, jax {jax.__version__}, "

@@ -27,6 +27,7 @@ from configs import plugin_grid  # noqa: E402
 from jax_local import engine, train  # noqa: E402
 from jax_local.data import input_pipeline  # noqa: E402
 from jax_local.train_state import init_state  # noqa: E402
+from benchmarks import timing  # noqa: E402
 
 ROWS = (("bp", "none"), ("dgl", "none"), ("dgl", "hpff"), ("dgl", "mlaan"), ("dgl", "man"),
         ("greedy", "none"), ("greedy", "hpff"), ("greedy", "mlaan"), ("greedy", "man"),
@@ -69,15 +70,7 @@ def time_rows(rows, rounds: int, steps_per_round: int) -> dict:
     jax.block_until_ready(metrics)
     runs[(base, plugin)] = dict(step=step, state=state, first=time.perf_counter() - t0,
                                 times=[], modules=plan.num_modules)
-  for _ in range(rounds):
-    for run in runs.values():
-      state = run["state"]
-      t0 = time.perf_counter()
-      for _ in range(steps_per_round):
-        state, metrics = run["step"](state, batch)
-      jax.block_until_ready(metrics)
-      run["times"].append((time.perf_counter() - t0) / steps_per_round)
-      run["state"] = state
+  timing.time_interleaved(runs, batch, rounds, steps_per_round)
   return runs
 
 

@@ -1,0 +1,20 @@
+"""Step timing shared by the benchmarks: interleaved rounds in one process."""
+import time
+
+import jax
+
+
+def time_interleaved(runs: dict, batch, rounds: int, steps_per_round: int) -> None:
+  """Times every run's training step on `batch`, interleaved so that a change of machine load
+  hits all runs alike: `rounds` rounds, in each of which every run takes `steps_per_round`
+  steps. runs: name -> dict with "step" ((state, batch) -> (state, metrics)) and "state";
+  appends each round's mean step time (s) to run["times"] and keeps the last state."""
+  for _ in range(rounds):
+    for run in runs.values():
+      state = run["state"]
+      t0 = time.perf_counter()
+      for _ in range(steps_per_round):
+        state, metrics = run["step"](state, batch)
+      jax.block_until_ready(metrics)
+      run.setdefault("times", []).append((time.perf_counter() - t0) / steps_per_round)
+      run["state"] = state
