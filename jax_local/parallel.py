@@ -145,7 +145,8 @@ class Parallel:
     fused: the executor's jitted step inside one outer jit with in_shardings (state replicated,
     batch sharded), out_shardings (state and metrics replicated) and the state donated.
     sequential: the executor's programs, called on the global arrays; a new state that came out
-    with another sharding (it should not) is put back to replicated.
+    with another sharding (it should not) is put back to replicated. On several CPU devices the
+    programs run one at a time (`_call_serially`).
     """
     if executor == "fused":
       shardings = {}
@@ -160,14 +161,20 @@ class Parallel:
 
       return self.with_policy(fused)
 
+    serial = self.num_shards > 1 and self.mesh.devices.flat[0].platform == "cpu"
+
     def sequential(state, batch):
-      new_state, metrics = step(state, batch)
+      if serial:  # XLA:CPU only, see _call_serially
+        new_state, metrics = step.drive(state, batch, _call_serially)
+      else:
+        new_state, metrics = step(state, batch)
       if not self.is_replicated(new_state):  # not seen with jax 0.10 (tests/test_sharding.py)
         sequential.reshards += 1
         new_state = jax.device_put(new_state, self.replicate_tree(new_state))
       return new_state, metrics
 
     sequential.reshards = 0
+    sequential.serial = serial
 
     wrapped = self.with_policy(sequential)
     wrapped.reshards = lambda: sequential.reshards
@@ -178,6 +185,20 @@ class Parallel:
     jitted = jax.jit(fn, in_shardings=(self.replicated, self.replicated, self.batch_sharding),
                      out_shardings=self.replicated)
     return self.with_policy(jitted)
+
+
+def _call_serially(fn, live, *args):
+  """Runs one of the sequential executor's programs to completion before the next is dispatched.
+
+  Only for several XLA:CPU devices (tests, emulated devices). The CPU runtime may run programs
+  that do not depend on each other (two heads of one module, a cascade's back program and the
+  next module's forward) at the same time, and with several such programs holding all-reduces in
+  flight, 8 emulated devices on 2 cores deadlocked (all-reduce rendezvous timeout, HPFF grid
+  config, batch 8); running the programs one at a time removed it. GPUs execute each device's
+  programs in launch order on its stream, so there they stay asynchronous.
+  """
+  del live
+  return jax.block_until_ready(fn(*args))
 
 
 # -------------------------------------------------------------------- multi-host start-up
