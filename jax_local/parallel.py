@@ -161,7 +161,8 @@ class Parallel:
 
       return self.with_policy(fused)
 
-    serial = self.num_shards > 1 and self.mesh.devices.flat[0].platform == "cpu"
+    serial = (self.num_shards > 1 and self.mesh.devices.flat[0].platform == "cpu"
+              and hasattr(step, "drive"))
 
     def sequential(state, batch):
       if serial:  # XLA:CPU only, see _call_serially
