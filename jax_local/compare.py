@@ -13,9 +13,9 @@ Columns: run (directory name), method (+plugin), net, split (preset, modules), s
 when summary.json exists), epochs (evaluated / planned), best and final test error (%, over the
 evaluations so far), step time (s: median over the log steps of global batch / images per
 second; the median discounts the log steps that include compilation or evaluation) and peak
-memory (MiB). The trainer records no memory measure today; the column reads a run's own
-`*peak*bytes*` / `*peak*mib*` scalar (metrics.jsonl or summary.json) when one is there, else
-n/a. The PNG plots test accuracy (%) per epoch for every run; its CSV sits next to it.
+memory (MiB): the largest `*peak*bytes*` / `*peak*mib*` scalar of the run's metrics.jsonl or
+summary.json, which the trainer logs at every log step (`memory.peak_memory_record`: the device
+peak on a GPU, the process's resident-set high-water mark on a CPU), else n/a. The PNG plots test accuracy (%) per epoch for every run; its CSV sits next to it.
 """
 from __future__ import annotations
 

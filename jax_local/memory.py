@@ -210,6 +210,16 @@ def _rss_kib(field):
   raise RuntimeError(field)
 
 
+def peak_memory_record() -> dict[str, int]:
+  """What a training run logs about its memory so far: {"peak_bytes_in_use": max over this
+  process's devices} where the backend reports it (GPU), else {"peak_rss_bytes": this process's
+  resident-set high-water mark} (CPU: host memory of the whole process, Python included)."""
+  peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in jax.local_devices()]
+  if all(p is not None for p in peaks):
+    return {"peak_bytes_in_use": int(max(peaks))}
+  return {"peak_rss_bytes": _rss_kib("VmHWM:") * 1024}
+
+
 def measure(config, variant, profile_prefix="") -> int | None:
   """Runs two steps of `variant` at the config's batch; returns the measured peak (bytes)."""
   s = setup(config)

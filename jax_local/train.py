@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_local import (checkpointing, config_validation, divergence, ema, methods, optim,
+from jax_local import (checkpointing, config_validation, divergence, ema, memory, methods, optim,
                        parallel, preemption, run_log)
 from jax_local.data import input_pipeline
 from jax_local import engine
@@ -217,6 +217,7 @@ def _loop(config, dataset, state, train_step, guard, eval_step, writer, ckpt, st
         now = time.time()
         mean_metrics["images_per_sec"] = imgs_since_log / max(now - t_log, 1e-9)
         mean_metrics["epoch"] = step / steps_per_epoch
+        mean_metrics.update(memory.peak_memory_record())
         writer.write_scalars(step, mean_metrics)
         rate = (step - start) / max(now - t_run, 1e-9)
         LOG.info("epoch %d/%d step %d/%d | loss %.4f | lr %.4g | %.1f img/s | ETA %s",

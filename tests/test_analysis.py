@@ -245,7 +245,12 @@ def test_compare_reads_finished_and_interrupted_runs(tiny_runs, tmp_path, capsys
   summary = _read_json(os.path.join(tiny_runs["dgl"], "summary.json"))
   assert done["best_test_error"] == pytest.approx(summary["best_test_error"])
   assert done["step_time_s"] > 0 and stopped["step_time_s"] > 0
-  assert done["peak_memory_mib"] is None  # the trainer records no memory measure
+  # the trainer logs its memory peak (CPU: the process's RSS high-water mark, bytes)
+  rss = [json.loads(l)["peak_rss_bytes"] for l in open(os.path.join(tiny_runs["dgl"],
+                                                                    "metrics.jsonl"))
+         if "peak_rss_bytes" in l]
+  assert rss and done["peak_memory_mib"] == pytest.approx(max(rss) / 2**20)
+  assert 50 < done["peak_memory_mib"] < 24 * 2**10   # a Python + JAX process, under 24 GiB
 
   png = str(tmp_path / "curves.png")
   assert compare.main([tiny_runs["dgl"], tiny_runs["bp"], "--format=markdown",
