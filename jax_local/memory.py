@@ -46,7 +46,8 @@ from jax_local.train_state import init_state
 
 # name -> (image shape HWC, training-set size); the data is never loaded.
 DATASETS = {"cifar10": ((32, 32, 3), 50000), "svhn": ((32, 32, 3), 73257),
-            "stl10": ((96, 96, 3), 5000), "fashion_mnist": ((28, 28, 1), 60000)}
+            "stl10": ((96, 96, 3), 5000), "fashion_mnist": ((28, 28, 1), 60000),
+            "imagenet2012": ((224, 224, 3), 1281167)}
 VARIANTS = ("bp", "bp_remat", "fused", "sequential")
 MIB = 2.0 ** 20
 
@@ -98,6 +99,8 @@ def setup(config) -> Setup:
     raise ValueError(f"config.data.name={name!r}: no image shape known; add it to "
                      f"jax_local.memory.DATASETS (known: {', '.join(DATASETS)})")
   image_shape, num_train = DATASETS[name]
+  if name == "imagenet2012" and config.data.get("image_size", 0):
+    image_shape = (config.data.image_size, config.data.image_size, 3)
   num_classes = config.data.num_classes
   backbone = build_backbone(config.model, num_classes)
   plan = methods.build_plan(config.method, backbone, split, num_classes)
@@ -109,8 +112,9 @@ def setup(config) -> Setup:
   steps = math.ceil(num_train / config.data.batch_size)
   schedule = optim.make_schedule(config.optim, config.num_epochs, steps)
   base_tx = optim.make_optimizer(config.optim, config.num_epochs, steps)
+  from jax_local.data import imagenet
   from jax_local.data.input_pipeline import NORMALISATION
-  mean, std = NORMALISATION[name]
+  mean, std = (imagenet.MEAN, imagenet.STD) if name == "imagenet2012" else NORMALISATION[name]
   return Setup(plan, bp_plan, ema.freeze_copies(base_tx, plan.ema_pairs), base_tx, schedule,
                mean, std, image_shape)
 

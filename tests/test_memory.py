@@ -29,3 +29,15 @@ def test_report_runs_for_resnet110_k55_without_executing():
   rows = _report(config, ("bp", "sequential"))
   assert rows["sequential"].programs <= 10   # 54 units share a handful of programs
   assert 0 < rows["sequential"].ratio and rows["bp"].measured is None
+
+
+def test_setup_knows_imagenet_shapes():
+  """ImageNet configs are reported at their own image size and normalisation (no data needed)."""
+  from configs import imagenet_r101_k4
+  from jax_local.data import imagenet
+  config = imagenet_r101_k4.get_config()
+  s = memory.setup(config)
+  assert s.image_shape == (224, 224, 3) and (s.mean, s.std) == (imagenet.MEAN, imagenet.STD)
+  assert s.plan.num_modules == 4 and s.bp_plan.num_modules == 1
+  config.data.image_size = 160
+  assert memory.setup(config).image_shape == (160, 160, 3)
