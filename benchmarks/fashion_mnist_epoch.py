@@ -75,11 +75,7 @@ def main():
     t = statistics.median(run["times"])
     ratio = f"{t / bp_time:.2f}" if bp_time else "-"
     lines.append(f"| {method} | {run['modules']} | {run['test_error']:.2f} | {t:.3f} | {ratio} |")
-  table = "\n".join(lines)
-  print(table)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(table + "\n")
+  timing.emit_table(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -101,11 +101,7 @@ def main():
     ratio = f"{t / bp:.2f}" if bp else "-"
     lines.append(f"| {base} | {plugin} | {run['modules']} | {s['final_test_error']:.2f} | "
                  f"{s['best_test_error']:.2f} | {t:.3f} | {ratio} |")
-  table = "\n".join(lines)
-  print(table)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(table + "\n")
+  timing.emit_table(lines, args.out)
 
 
 if __name__ == "__main__":

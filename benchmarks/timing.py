@@ -1,4 +1,4 @@
-"""Step timing shared by the benchmarks: interleaved rounds in one process."""
+"""Shared by the benchmarks: interleaved step timing in one process, and table output."""
 import time
 
 import jax
@@ -18,3 +18,12 @@ def time_interleaved(runs: dict, batch, rounds: int, steps_per_round: int) -> No
       jax.block_until_ready(metrics)
       run.setdefault("times", []).append((time.perf_counter() - t0) / steps_per_round)
       run["state"] = state
+
+
+def emit_table(lines, out: str = "") -> None:
+  """Prints markdown table `lines` and, if `out` is given, writes them to that file."""
+  table = "\n".join(lines)
+  print(table)
+  if out:
+    with open(out, "w") as f:
+      f.write(table + "\n")

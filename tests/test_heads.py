@@ -15,13 +15,7 @@ from jax_local.models.layers import Conv
 N = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  """Cheap XLA compiles for these functional tests (jax_conventions.md §11); restored after."""
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")  # tests/conftest.py
 
 
 def _batch(seed=0, hw=32, classes=10):

@@ -27,12 +27,7 @@ TOL = dict(rtol=1e-5, atol=1e-5)
 N = 32  # 4 examples per device
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fast_compile():
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")  # tests/conftest.py
 
 
 @functools.lru_cache(maxsize=None)
