@@ -49,8 +49,10 @@ class Run:
 
 
 def env_with_cache(cache_dir):
-  """The test environment plus a persistent XLA compilation cache shared by all runs."""
-  return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache_dir)}
+  """The test environment plus a persistent XLA compilation cache shared by all runs, on one
+  CPU device (conftest's 8 emulated devices are for the sharding tests)."""
+  return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
+          "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
 
 
 def losses(workdir) -> dict:

@@ -21,6 +21,7 @@ import pytest
 from jax_local import parallel
 from tests import fault_helpers as fh
 
+pytestmark = pytest.mark.multi_device   # the one-process reference runs on all 8 devices
 STEPS = 2
 
 DRIVER = r"""
