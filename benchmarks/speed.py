@@ -33,6 +33,7 @@ flags.DEFINE_integer("batch", 128, "Global batch size (CPU-scale).")
 flags.DEFINE_integer("rounds", 7, "Timed steps per variant.")
 flags.DEFINE_list("configs", list(CONFIGS), "Config names under configs/.")
 flags.DEFINE_list("variants", ["fused", "sequential"], "Executors of the config's plan (+ bp).")
+flags.DEFINE_string("patch_loop", "", "If set, overrides config.method.pff.patch_loop.")
 FLAGS = flags.FLAGS
 
 
@@ -45,13 +46,16 @@ def _timed(step, state, batch):
 
 def main(_):
   with open(FLAGS.out, "a") as f:
-    f.write(f"\nbatch {FLAGS.batch}, {jax.devices()[0].platform}, median of {FLAGS.rounds} "
+    loop = f", pff.patch_loop={FLAGS.patch_loop}" if FLAGS.patch_loop else ""
+    f.write(f"\nbatch {FLAGS.batch}{loop}, {jax.devices()[0].platform}, median of {FLAGS.rounds} "
             "interleaved steps; s/step (ratio to BP), compile s\n\n| config | modules | bp | "
             "fused | sequential | bp compile | fused compile | seq. compile |\n"
             "|---|---|---|---|---|---|---|---|\n")
   for name in FLAGS.configs:
     config = importlib.import_module(f"configs.{name}").get_config()
     config.data.batch_size = config.data.eval_batch_size = FLAGS.batch
+    if FLAGS.patch_loop:
+      config.method.pff.patch_loop = FLAGS.patch_loop
     s = memory.setup(config)
     n = FLAGS.batch
     batch = {"image": jax.random.normal(jax.random.PRNGKey(1), (n, *s.image_shape)),
