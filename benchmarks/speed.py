@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, ".")
-from jax_local import memory, plugins  # noqa: E402
+from jax_local import memory  # noqa: E402
 from jax_local.engine import fused, sequential  # noqa: E402
 from jax_local.train_state import init_state  # noqa: E402
 
@@ -69,8 +69,6 @@ def main(_):
     for v, (make, plan, tx) in variants.items():
       steps[v] = make(plan, tx, s.schedule, s.mean, s.std)
       state = init_state(plan, tx, jax.random.PRNGKey(0), s.image_shape)
-      params = plugins.init_copies(plan, state.params)
-      state = state.replace(params=params, opt_state=tx.init(params))
       state, first[v] = _timed(steps[v], state, batch)
       states[v], _ = _timed(steps[v], state, batch)
       times[v] = []

@@ -10,7 +10,9 @@ import jax
 import numpy as np
 
 from jax_local.engine import fused
-from jax_local import optim
+from jax_local import ema, methods, optim, splits
+from jax_local.models import build_backbone
+from jax_local.train_state import init_state
 from tests import helpers
 from tests.test_plugins_routing import _get, build, fast, plugin_config
 
@@ -82,3 +84,20 @@ def test_lam_last_only_and_copy_of_target():
   assert any(jax.tree.leaves(moved))
   assert not np.allclose(post["heads"]["cas1"]["aug0"]["Conv_0"]["Conv_0"]["kernel"],
                          init["heads"]["cas1"]["aug0"]["Conv_0"]["Conv_0"]["kernel"])
+
+
+def test_copies_own_their_buffers_so_a_state_can_be_donated():
+  """init_state outside jit: copy_of_target copies must not alias their source block's arrays,
+  or donating the state fails ("donate the same buffer twice")."""
+  config = plugin_config("dgl", "mlaan", preset="blocks", **{"mlm.k": 2})
+  backbone = build_backbone(config.model, config.data.num_classes)
+  split = splits.get_split("blocks", config.model.depth)
+  plan = methods.build_plan(config.method, backbone, split, config.data.num_classes)
+  tx = ema.freeze_copies(optim.make_optimizer(config.optim, config.num_epochs, 10), plan.ema_pairs)
+  state = init_state(plan, tx, jax.random.PRNGKey(0), helpers.IMAGE_SHAPE)
+  pointers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(state)]
+  assert len(pointers) == len(set(pointers))
+  step = fused.make_train_step(plan, tx, optim.make_schedule(config.optim, 1, 10),
+                               (0.5,) * 3, (0.25,) * 3)
+  state, metrics = step(state, helpers.random_batch())
+  assert np.isfinite(float(metrics["loss"]))

@@ -15,6 +15,7 @@ state, `init_copies` sets block copies declared `copy_of_target` to their source
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from jax_local.plan import Plan
 from jax_local.plugins import hpff, leap, momentum
@@ -63,6 +64,6 @@ def init_copies(plan: Plan, params):
       if jax.tree.structure(src) != jax.tree.structure(hp[copy]) or any(
           a.shape != b.shape for a, b in zip(jax.tree.leaves(src), jax.tree.leaves(hp[copy]))):
         raise ValueError(f"head {head_name}: copy {copy!r} does not match block {source!r}")
-      hp[copy] = jax.tree.map(lambda x: x, src)
+      hp[copy] = jax.tree.map(jnp.copy, src)   # own buffers: a state is donated leaf by leaf
     heads[head_name] = hp
   return {**params, "heads": heads}
