@@ -3,11 +3,11 @@
   python benchmarks/memory.py --out=/tmp/memory.md [--batch=1024] [--configs=a,b,...]
       [--chart=/tmp/memory.png]
 
-One row per config of CONFIGS (CIFAR-10 shapes): the fused and the sequential executor of its
-plan, with BP and BP+remat (per block `jax.checkpoint`) of the same backbone, all at the same
-batch. Numbers are argument + output - alias + temp of whole training steps (see
+One row per config of --configs (default: benchmarks/grid.py): the fused and the sequential
+executor of its plan, with BP and BP+remat (per block `jax.checkpoint`) of the same backbone,
+all at the same batch. Numbers are argument + output - alias + temp of whole training steps (see
 jax_local/memory.py); nothing is executed, so this runs on a CPU. A row is appended to --out
-as soon as it is measured. Adding a config (e.g. a plugin's) is one line in CONFIGS.
+as soon as it is measured.
 """
 import importlib
 import json
@@ -17,16 +17,12 @@ from absl import app, flags
 import jax
 
 sys.path.insert(0, ".")
+from benchmarks.grid import CIFAR10_GRID  # noqa: E402
 from jax_local import memory  # noqa: E402
 
-CONFIGS = tuple(f"cifar10_{net}_{base}{plugin}" for net in ("r32_k16", "r110_k55")
-                for plugin in ("", "_hpff", "_mlaan", "_man")
-                for base in ("dgl", "infopro", "predsim")) + (
-    "cifar10_r32_k16_auglocal", "cifar10_r110_k55_auglocal",
-)
 flags.DEFINE_string("out", "/tmp/memory.md", "Markdown table (appended row by row).")
 flags.DEFINE_integer("batch", 1024, "Global batch size.")
-flags.DEFINE_list("configs", list(CONFIGS), "Config names under configs/.")
+flags.DEFINE_list("configs", list(CIFAR10_GRID), "Config names under configs/.")
 flags.DEFINE_list("variants", ["fused", "sequential"], "Executors of the config's plan.")
 flags.DEFINE_string("chart", "", "Also write a bar chart of the table (PNG, + CSV), per row.")
 FLAGS = flags.FLAGS

@@ -7,7 +7,7 @@ backbone), the fused and the sequential executor of the config's plan. Each vari
 call is timed (compile + one step; compile_s = first call - median step), then one warm-up
 step, then `rounds` rounds in which every variant runs one step (blocking), interleaved so that
 load from other processes hits all variants alike; the table gives the median per variant.
-Adding a config (e.g. a plugin's) is one line in CONFIGS.
+--configs defaults to benchmarks/grid.py.
 """
 import importlib
 import statistics
@@ -19,19 +19,15 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, ".")
+from benchmarks.grid import CIFAR10_GRID  # noqa: E402
 from jax_local import memory  # noqa: E402
 from jax_local.engine import fused, sequential  # noqa: E402
 from jax_local.train_state import init_state  # noqa: E402
 
-CONFIGS = tuple(f"cifar10_{net}_{base}{plugin}" for net in ("r32_k16", "r110_k55")
-                for plugin in ("", "_hpff", "_mlaan", "_man")
-                for base in ("dgl", "infopro", "predsim")) + (
-    "cifar10_r32_k16_auglocal", "cifar10_r110_k55_auglocal",
-)
 flags.DEFINE_string("out", "/tmp/speed.md", "Markdown table (appended row by row).")
 flags.DEFINE_integer("batch", 128, "Global batch size (CPU-scale).")
 flags.DEFINE_integer("rounds", 7, "Timed steps per variant.")
-flags.DEFINE_list("configs", list(CONFIGS), "Config names under configs/.")
+flags.DEFINE_list("configs", list(CIFAR10_GRID), "Config names under configs/.")
 flags.DEFINE_list("variants", ["fused", "sequential"], "Executors of the config's plan (+ bp).")
 flags.DEFINE_string("patch_loop", "", "If set, overrides config.method.pff.patch_loop.")
 FLAGS = flags.FLAGS
