@@ -48,13 +48,13 @@ def build_plan(method_config, backbone: Backbone, split, num_classes: int) -> Pl
 
   BP ignores the split's cuts: it is one module and one term over the whole network.
   """
-  plan = plugins.apply_plugins(method_config, _base_plan(method_config, backbone, split, num_classes),
-                               split, num_classes)
+  plan = _base_plan(method_config, backbone, split, num_classes)
+  plan = plugins.apply_plugins(method_config, plan, split, num_classes)
   if method_config.get("replicate_bn_calls", True):
     # Q23: the references run a module once per term whose window holds it, and each
     # train-mode call updates its BN running statistics (methods.md §1.2)
     plan = dataclasses.replace(
-        plan, bn_updates=tuple(max(1, plan.terms_covering(m)) for m in range(plan.num_modules)))
+        plan, bn_updates=tuple(max(1, plan.num_terms_covering(m)) for m in range(plan.num_modules)))
   return plan
 
 

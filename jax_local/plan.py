@@ -63,7 +63,7 @@ class Plan:
   def terms_ending_at(self, module: int) -> tuple[LossTerm, ...]:
     return tuple(t for t in self.terms if t.last == module)
 
-  def terms_covering(self, module: int) -> int:
+  def num_terms_covering(self, module: int) -> int:
     """Number of terms whose window first..last contains `module`."""
     return sum(t.first <= module <= t.last for t in self.terms)
 
