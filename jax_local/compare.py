@@ -15,7 +15,8 @@ evaluations so far), step time (s: median over the log steps of global batch / i
 second; the median discounts the log steps that include compilation or evaluation) and peak
 memory (MiB): the largest `*peak*bytes*` / `*peak*mib*` scalar of the run's metrics.jsonl or
 summary.json, which the trainer logs at every log step (`memory.peak_memory_record`: the device
-peak on a GPU, the process's resident-set high-water mark on a CPU), else n/a. The PNG plots test accuracy (%) per epoch for every run; its CSV sits next to it.
+peak on a GPU, the process's resident-set high-water mark on a CPU), else n/a. The PNG plots
+test accuracy (%) per epoch for every run; its CSV sits next to it.
 """
 from __future__ import annotations
 
