@@ -35,3 +35,18 @@ def test_conv_init_is_he_fan_out_and_linear_is_torch_default():
   for name in ("kernel", "bias"):
     assert float(abs(dense[name]).max()) <= bound
     assert float(abs(dense[name]).max()) > 0.95 * bound
+
+
+def test_vgg_layers_follow_the_compute_policy():
+  """VGG's convolutions and classifier compute in the policy's dtype; parameters stay float32."""
+  import jax.numpy as jnp
+  from jax_local.models.vgg import ConvBlock, VGGClassifier
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 3))
+  for module, h in ((ConvBlock(8), x), (VGGClassifier(5, hidden=16), x)):
+    variables = module.init(jax.random.PRNGKey(1), h, train=True)
+    assert {p.dtype for p in jax.tree.leaves(variables["params"])} == {jnp.dtype("float32")}
+    out32, _ = module.apply(variables, h, train=True, mutable=["batch_stats"])
+    with layers.policy(layers.Policy(jnp.bfloat16)):
+      out16, _ = module.apply(variables, h, train=True, mutable=["batch_stats"])
+    assert out32.dtype == jnp.float32 and out16.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(out16, np.float32), out32, rtol=0.05, atol=0.05)

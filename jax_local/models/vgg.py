@@ -14,7 +14,7 @@ from __future__ import annotations
 import flax.linen as nn
 
 from jax_local.models.backbone import Backbone
-from jax_local.models.layers import BatchNorm, he_fan_out
+from jax_local.models.layers import BatchNorm, current_policy, he_fan_out
 
 CFGS = {
     11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512),
@@ -43,7 +43,7 @@ class ConvBlock(nn.Module):
     if self.pool_first:
       x = _max_pool2(x)
     x = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), kernel_init=he_fan_out,
-                bias_init=nn.initializers.zeros)(x)
+                bias_init=nn.initializers.zeros, dtype=current_policy().compute_dtype)(x)
     return nn.relu(BatchNorm(use_running_average=not train)(x))
 
 
@@ -61,7 +61,8 @@ class VGGClassifier(nn.Module):
     x = _max_pool2(x)
     x = x.reshape(x.shape[0], -1)
     dense = lambda n: nn.Dense(n, kernel_init=nn.initializers.normal(0.01),
-                               bias_init=nn.initializers.zeros)
+                               bias_init=nn.initializers.zeros,
+                               dtype=current_policy().compute_dtype)
     x = nn.relu(dense(self.hidden)(x))
     x = nn.relu(dense(self.hidden)(x))
     return dense(self.num_classes)(x)
