@@ -38,15 +38,21 @@ def test_conv_init_is_he_fan_out_and_linear_is_torch_default():
 
 
 def test_vgg_layers_follow_the_compute_policy():
-  """VGG's convolutions and classifier compute in the policy's dtype; parameters stay float32."""
+  """Under a bf16 policy VGG's convolutions and classifier matmuls take bf16 operands and the
+  block output is bf16; parameters stay float32 and the result stays close to float32's."""
   import jax.numpy as jnp
   from jax_local.models.vgg import ConvBlock, VGGClassifier
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 3))
-  for module, h in ((ConvBlock(8), x), (VGGClassifier(5, hidden=16), x)):
-    variables = module.init(jax.random.PRNGKey(1), h, train=True)
+  for module, heavy in ((ConvBlock(8), "conv_general_dilated"),
+                        (VGGClassifier(5, hidden=16), "dot_general")):
+    variables = module.init(jax.random.PRNGKey(1), x, train=True)
     assert {p.dtype for p in jax.tree.leaves(variables["params"])} == {jnp.dtype("float32")}
-    out32, _ = module.apply(variables, h, train=True, mutable=["batch_stats"])
+    run = lambda v: module.apply(v, x, train=True, mutable=["batch_stats"])[0]
+    out32 = run(variables)
     with layers.policy(layers.Policy(jnp.bfloat16)):
-      out16, _ = module.apply(variables, h, train=True, mutable=["batch_stats"])
+      out16 = run(variables)
+      eqns = jax.make_jaxpr(run)(variables).eqns
+    ops = [e for e in eqns if e.primitive.name == heavy]
+    assert ops and all(v.aval.dtype == jnp.bfloat16 for e in ops for v in e.invars)
     assert out32.dtype == jnp.float32 and out16.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(out16, np.float32), out32, rtol=0.05, atol=0.05)
