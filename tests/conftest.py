@@ -21,8 +21,9 @@ def fashion_mnist(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fast_compile():
-  """XLA with most optimisations off while a test module runs: CPU compiles of real networks
-  get 2-3x faster; numerics are unchanged up to float rounding. Use with
+  """XLA with most optimisations off while a test module runs, for functional tests of real
+  networks (cheaper CPU compiles, as flax's train_test.py does; jax_conventions.md §11); not for
+  memory tests. Numerics are unchanged up to float rounding. Use with
   `pytestmark = pytest.mark.usefixtures("fast_compile")`."""
   import jax
   old = jax.config.read("jax_disable_most_optimizations")
@@ -34,8 +35,9 @@ def fast_compile():
 @pytest.fixture(autouse=True)
 def one_device_mesh(request, monkeypatch):
   """Training runs use a one-device mesh unless the module says `pytest.mark.multi_device`:
-  the sharded paths have their own tests (test_sharding, test_distributed), and the others run
-  2-3x faster without 8 emulated devices sharing 2 cores."""
+  the sharded paths have their own tests (test_sharding, test_distributed), and 8 emulated
+  devices on 2 cores slow the others (test_faults, with its subprocesses also on one device:
+  168 s -> 97 s on the shared machine)."""
   if request.node.get_closest_marker("multi_device"):
     return
   import jax
