@@ -81,10 +81,13 @@ def main():
   ap.add_argument("--rows", default="", help="comma list of base+plugin (default: all rows)")
   ap.add_argument("--rounds", type=int, default=5)
   ap.add_argument("--steps_per_round", type=int, default=4)
+  ap.add_argument("--train_only", action="store_true", help="phase 1 only, no timing")
   args = ap.parse_args()
   rows = ROWS if not args.rows else tuple(
       tuple(r.split("+")) for r in args.rows.split(","))
   summaries = {row: train_row(args.root, *row) for row in rows}
+  if args.train_only:
+    return
   runs = time_rows(rows, args.rounds, args.steps_per_round)
   bp = statistics.median(runs[("bp", "none")]["times"]) if ("bp", "none") in runs else None
   config = plugin_grid.get_fashion_mnist_config("dgl")
