@@ -73,12 +73,15 @@ def test_bases_match_fused(method):
 @pytest.mark.parametrize("base,plugin", [("dgl", "hpff"), ("infopro", "mlaan"),
                                          ("predsim", "man")])
 def test_plugins_match_fused(base, plugin):
-  """HiLo (k=2) + PFF, multilaminar (k=3) + LAM (EMA copies), MAN (EMA copies)."""
+  """HiLo (k=2) + PFF, multilaminar (k=3) + LAM (EMA copies), MAN (EMA copies); the copies of
+  LAM and MAN run in programs of their own (trunk forward / back)."""
   config = plugin_routing.plugin_config(base, plugin)
   plan, tx, state = plugin_routing.build(config)
   seq = _check_equivalent(plan, tx, state, config)
   assert any(t.first < t.last for t in plan.terms) == (plugin != "man")
   assert bool(plan.ema_pairs) == (plugin != "hpff")
+  # heads holding block copies (LAM, MAN) ran as trunk forward, inner head, trunk back
+  assert any(c.startswith("trunk back") for c in seq.call_labels) == (plugin != "hpff")
 
 
 def _custom_state(config, plan):

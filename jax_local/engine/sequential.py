@@ -81,6 +81,16 @@ class HeadSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrunkSpec:
+  """Split mode, a head with block copies (MAN, LAM: `head.trunk()`): its copies alone. The
+  forward program gives z = sg(trunk(h)) for the inner head's program; the back program
+  recomputes trunk(h) and pulls the inner head's cotangent at z back to h. final: the back
+  program completes the head's gradient."""
+  trunk: nn.Module
+  final: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class BackSpec:
   """Back program through module m: `num_in` incoming cotangents at its output, one per group
   of terms (ordered by first, ascending); the last group ends at m if `last_stops`."""
@@ -92,8 +102,9 @@ class BackSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Unit:
-  """The programs of module i: `joint`, or (split mode) `forward` then `heads` (one per term);
-  then `backs` (m, spec) for m = i (split mode) or i-1, down to the smallest first."""
+  """The programs of module i: `joint`, or (split mode) `forward` then `heads` (one per term; a
+  head with a trunk runs as trunk forward, inner head, trunk back: `trunks[n]` not None); then
+  `backs` (m, spec) for m = i (split mode) or i-1, down to the smallest first."""
   module: int
   block_names: tuple[str, ...]
   head_names: tuple[str, ...]
@@ -103,6 +114,7 @@ class Unit:
   joint: UnitSpec | None
   forward: ForwardSpec | None
   heads: tuple[HeadSpec, ...]
+  trunks: tuple[TrunkSpec | None, ...]
   backs: tuple[tuple[int, BackSpec], ...]
 
 
@@ -114,7 +126,9 @@ def build_units(plan: Plan, split: str = "auto") -> list[Unit]:
   then never share memory with each other or with the module) when two or more terms end there
   or a head ending there runs copies of backbone blocks (MAN, LAM: as heavy as a module; ResNet-32
   K=16 DGL+MAN at batch 1024: 0.48 of BP joint, 0.36 split), others jointly; "always" / "never"
-  force one mode (a module without terms is always joint)."""
+  force one mode (a module without terms is always joint). In split mode a head with a trunk
+  (`head.trunk()`: its block copies) runs as three programs, so the copies' activations and
+  the inner head's never share memory (ResNet-32 K=16 InfoPro+MLAAN: see BENCHMARKS.md)."""
   if split not in SPLIT:
     raise ValueError(f"split={split!r}; valid: {', '.join(SPLIT)}")
   heavy_heads = {p.head for p in plan.ema_pairs}   # heads holding block copies
@@ -127,7 +141,10 @@ def build_units(plan: Plan, split: str = "auto") -> list[Unit]:
     if joint:
       writes.append([("m", i)] + [("h", t.head) for t in terms])
     else:
-      writes += [[]] + [[("h", t.head)] for t in terms]
+      writes.append([])
+      for t in terms:
+        w = [("h", t.head)]
+        writes += [[], w, w] if _has_trunk(plan.heads[t.head]) else [w]
     down = [f for f in groups if f < i] if joint else list(groups)
     backs = list(range(i - 1 if joint else i, down[0] - 1, -1)) if down else []
     writes += [[("m", m)] for m in backs]
@@ -139,7 +156,7 @@ def build_units(plan: Plan, split: str = "auto") -> list[Unit]:
   units, k = [], 0
   for i, terms, groups, joint, down, backs in layout:
     head_names = tuple(dict.fromkeys(t.head for t in terms))
-    spec, fwd, heads = None, None, ()
+    spec, fwd, heads, trunks = None, None, [], []
     if joint:
       spec = UnitSpec(blocks(i), tuple(structure(h) for h in head_names),
                       tuple((0 if t.first == i else 1 + down.index(t.first),
@@ -149,9 +166,20 @@ def build_units(plan: Plan, split: str = "auto") -> list[Unit]:
       k += 1
     else:
       fwd = ForwardSpec(blocks(i))
-      heads = tuple(HeadSpec(structure(t.head), last[("h", t.head)] == k + 1 + n)
-                    for n, t in enumerate(terms))
-      k += 1 + len(terms)
+      k += 1
+      for t in terms:
+        head = structure(t.head)
+        if _has_trunk(head):
+          trunk = head.trunk()
+          if coefficients.factor(trunk)[1]:
+            raise ValueError(f"head {t.head}: a trunk must not hold loss coefficients")
+          heads.append(HeadSpec(head.inner, False))
+          trunks.append(TrunkSpec(trunk, last[("h", t.head)] == k + 2))
+          k += 3
+        else:
+          heads.append(HeadSpec(head, last[("h", t.head)] == k))
+          trunks.append(None)
+          k += 1
     back_specs = []
     for m in backs:
       active = [f for f in down if f <= m]
@@ -160,8 +188,12 @@ def build_units(plan: Plan, split: str = "auto") -> list[Unit]:
       k += 1
     units.append(Unit(i, plan.modules[i], head_names,
                       tuple(factored[h][1] for h in head_names), terms, groups, spec, fwd,
-                      heads, tuple(back_specs)))
+                      tuple(heads), tuple(trunks), tuple(back_specs)))
   return units
+
+
+def _has_trunk(head: nn.Module) -> bool:
+  return callable(getattr(head, "trunk", None))
 
 
 def _run_module(blocks, params, stats, h):
@@ -248,6 +280,25 @@ def _head_step(spec: HeadSpec, mean, std, head_params, head_stats, h, batch, wei
   return acc, new_hs, total, _sumsq([acc] if spec.final else []), metrics, ct
 
 
+def _trunk_forward_step(spec: TrunkSpec, params, stats, h):
+  """Split mode: (z = sg(trunk(h)), new trunk stats); h [N,H,W,C] the module output."""
+  z, updated = spec.trunk.apply({"params": params, "batch_stats": stats}, h, train=True,
+                                mutable=["batch_stats"])
+  return sg(z), updated.get("batch_stats", {})
+
+
+def _trunk_back_step(spec: TrunkSpec, params, stats, h, ct, acc, inner_acc):
+  """Recomputes trunk(h) and pulls the inner head's cotangent `ct` at z back to h. Returns
+  (acc + the trunk's gradient, cotangent at h, squared norm of the head's whole gradient, trunk
+  and inner, if final)."""
+  fwd = lambda p, x: spec.trunk.apply({"params": p, "batch_stats": stats}, x, train=True,
+                                      mutable=["batch_stats"])[0]
+  _, vjp_fn = jax.vjp(fwd, params, h)
+  g_params, ct_h = vjp_fn(ct)
+  acc = _add(acc, g_params)
+  return acc, ct_h, _sumsq([acc, inner_acc] if spec.final else [])
+
+
 def _back_step(spec: BackSpec, params, stats, a, cts, acc):
   """Back program through module m: recomputes E_m(a_m) and pulls the cotangents `cts` at its
   output back. Returns (acc + module m's gradient, cotangents at a_m of the groups that
@@ -280,6 +331,9 @@ class SequentialStep:
         jit(u.forward, functools.partial(_forward_step, u.forward), ())
         for h in u.heads:
           jit(h, functools.partial(_head_step, h, mean, std), 6)
+        for t in filter(None, u.trunks):
+          jit(("forward", t), functools.partial(_trunk_forward_step, t), ())
+          jit(("back", t), functools.partial(_trunk_back_step, t), 4)
       for _, b in u.backs:
         jit(b, functools.partial(_back_step, b), 4)
     self._sum = jax.jit(lambda *xs: functools.reduce(jnp.add, xs))
@@ -357,16 +411,21 @@ class SequentialStep:
         out, stats_i = call(self._jitted[u.forward], live, block_tree(p_bb, names),
                             block_tree(s_bb, names), acts[i])
         term_cts = []
-        for t, h in zip(u.terms, u.heads):
-          self.call_labels.append(f"head {t.name}")
+        for t, h, tr in zip(u.terms, u.heads, u.trunks):
           live = {**live, "out": out, "cotangents": term_cts}
-          acc_h, hs, total, sq, m_t, ct = call(
-              self._jitted[h], live, p_h[t.head], s_h[t.head], out, batch, float(t.weight),
-              u.head_coefficients[u.head_names.index(t.head)], gh.get(t.head))
-          gh[t.head] = acc_h
+          args = (float(t.weight), u.head_coefficients[u.head_names.index(t.head)])
+          if tr is None:
+            self.call_labels.append(f"head {t.name}")
+            acc_h, hs, total, sq, m_t, ct = call(
+                self._jitted[h], live, p_h[t.head], s_h[t.head], out, batch, *args,
+                gh.get(t.head))
+            gh[t.head] = acc_h
+            metrics.update({f"{t.name}/{k}": v for k, v in m_t.items()})
+            totals.append(total)
+          else:
+            ct, hs, sq = self._trunked_head(call, live, t, tr, h, out, batch, args, state, gh,
+                                            metrics, totals, sqs)
           new_stats["heads"][t.head] = hs
-          metrics.update({f"{t.name}/{k}": v for k, v in m_t.items()})
-          totals.append(total)
           sqs.append(sq)
           term_cts.append(ct)
         cts = []
@@ -393,6 +452,34 @@ class SequentialStep:
         acts[i + 1] = out
     grads = {"backbone": {n: gb[n] for n in p_bb}, "heads": {n: gh[n] for n in p_h}}
     return grads, new_stats, totals, sqs, metrics
+
+  def _trunked_head(self, call, live, term, trunk, inner, out, batch, args, state, gh,
+                    metrics, totals, sqs):
+    """Trunk forward, inner head, trunk back for `term`'s head on the module output `out`.
+    Adds the head's gradient to gh; appends the inner program's loss, squared norm and metrics
+    to totals, sqs, metrics; returns (cotangent at out, new head stats, the trunk back
+    program's squared norm)."""
+    trunk_part = lambda tree: {k: v for k, v in (tree or {}).items() if k != "inner"}
+    params = state.params["heads"][term.head]
+    stats = state.batch_stats["heads"][term.head]
+    acc = gh.get(term.head) or {}
+    self.call_labels.append(f"trunk forward {term.name}")
+    z, trunk_stats = call(self._jitted[("forward", trunk)], live, trunk_part(params),
+                          trunk_part(stats), out)
+    self.call_labels.append(f"head {term.name}")
+    acc_in, inner_stats, total, sq, m_t, ct_z = call(
+        self._jitted[inner], {**live, "trunk_out": z}, params["inner"], stats.get("inner", {}),
+        z, batch, *args, acc.get("inner"))
+    metrics.update({f"{term.name}/{k}": v for k, v in m_t.items()})
+    totals.append(total)
+    sqs.append(sq)
+    self.call_labels.append(f"trunk back {term.name}")
+    live = {**live, "cotangents": (live["cotangents"], ct_z), "inner_grads": acc_in}
+    acc_tr, ct, sq_back = call(self._jitted[("back", trunk)], live, trunk_part(params),
+                               trunk_part(stats), out, ct_z, trunk_part(acc) or None, acc_in)
+    gh[term.head] = {**acc_tr, "inner": acc_in}
+    new_stats = {**trunk_stats, **({"inner": inner_stats} if "inner" in stats else {})}
+    return ct, new_stats, sq_back
 
   def __call__(self, state, batch):
     return self.drive(state, jax.device_put(batch))

@@ -120,27 +120,46 @@ def _width_in(plan: Plan, block: str) -> int:
   return plan.backbone.module(names[names.index(block) - 1]).features
 
 
+def _leap_layers(mdl: nn.Module, layers, ema_at: str, h, train: bool):
+  """The LAM layers on h [N,H,W,C], parameters and statistics owned by `mdl`: aug{ℓ}, ema{ℓ}."""
+  z = h
+  for l, spec in enumerate(layers):
+    y = apply_copy(mdl, f"aug{l}", spec, z, train, frozen=False)
+    if l == 0 or ema_at == "all_layers":
+      y = y + apply_copy(mdl, f"ema{l}", spec, z, train, frozen=True)
+    z = y
+  return z
+
+
+class LeapTrunk(nn.Module):
+  """The LAM layers of a LeapHead alone (its copies, same names, without `inner`): h -> z."""
+  layers: tuple[BlockSpec, ...]
+  ema_at: str = "first"
+
+  @nn.compact
+  def __call__(self, h, train: bool = True):
+    return _leap_layers(self, self.layers, self.ema_at, h, train)
+
+
 class LeapHead(nn.Module):
   """LAM (§8.2) then `inner` (the CAN). h [N,H,W,C] (module j's cascade output) -> (loss, metrics).
 
   Params: aug{ℓ} (trainable copy of layers[ℓ]), ema{ℓ} (frozen EMA copy, ℓ = 0 or every ℓ with
   ema_at = "all_layers"), inner (the CAN). copy_sources: (param name, source block) pairs that
-  `init_copies` sets to the source's initial parameters (copy_of_target).
+  `init_copies` sets to the source's initial parameters (copy_of_target). `trunk()` is the LAM
+  part alone, which the sequential executor runs as programs of their own (split mode).
   """
   layers: tuple[BlockSpec, ...]
   inner: nn.Module
   ema_at: str = "first"
   copy_sources: tuple[tuple[str, str], ...] = ()
 
+  def trunk(self) -> LeapTrunk:
+    return LeapTrunk(self.layers, self.ema_at, parent=None)
+
   @nn.compact
   def __call__(self, h, batch, train: bool = True):
-    z = h
-    for l, spec in enumerate(self.layers):
-      y = apply_copy(self, f"aug{l}", spec, z, train, frozen=False)
-      if l == 0 or self.ema_at == "all_layers":
-        y = y + apply_copy(self, f"ema{l}", spec, z, train, frozen=True)
-      z = y
-    return self.inner(z, batch, train)
+    return self.inner(_leap_layers(self, self.layers, self.ema_at, h, train), batch, train)
 
 
 def apply_mlaan(mc, plan: Plan, split, num_classes: int) -> Plan:

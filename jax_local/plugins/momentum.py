@@ -35,10 +35,37 @@ BIAS_FORMS = ("parallel_block", "param_offset")
 COPY_INITS = ("independent", "copy_of_target")
 
 
+def _momentum_branch(mdl: nn.Module, block: BlockSpec, variant: str, bias_form: str, h,
+                     train: bool):
+  """y from h [N,H,W,C] (module docstring), parameters owned by `mdl`: lb, ema, s, offset."""
+  if bias_form == "param_offset":
+    offset = mdl.param("offset", lambda rng: jax.tree.map(
+        jnp.zeros_like, block.make().init(rng, h, train=True)["params"]))
+    return apply_copy(mdl, "ema", block, h, train, frozen=True, offset=offset)
+  lb = apply_copy(mdl, "lb", block, h, train, frozen=False)
+  ema = apply_copy(mdl, "ema", block, h, train, frozen=True)
+  if variant == "manpp":
+    s = mdl.param("s", nn.initializers.ones, ())
+    return s * lb + (2.0 - s) * ema
+  return lb + ema
+
+
+class MomentumTrunk(nn.Module):
+  """The MAN branch of a MomentumHead alone (same parameter names, without `inner`): h -> y."""
+  block: BlockSpec
+  variant: str = "man"
+  bias_form: str = "parallel_block"
+
+  @nn.compact
+  def __call__(self, h, train: bool = True):
+    return _momentum_branch(self, self.block, self.variant, self.bias_form, h, train)
+
+
 class MomentumHead(nn.Module):
   """MAN branch on module i's output, then `inner` (the base head). See the module docstring.
 
   Params: lb (trainable copy), ema (frozen copy), s (manpp), offset (param_offset), inner.
+  `trunk()` is the branch alone, which the sequential executor runs as programs of their own.
   """
   block: BlockSpec
   inner: nn.Module
@@ -46,21 +73,12 @@ class MomentumHead(nn.Module):
   bias_form: str = "parallel_block"
   copy_sources: tuple[tuple[str, str], ...] = ()
 
+  def trunk(self) -> MomentumTrunk:
+    return MomentumTrunk(self.block, self.variant, self.bias_form, parent=None)
+
   @nn.compact
   def __call__(self, h, batch, train: bool = True):
-    if self.bias_form == "param_offset":
-      block = self.block.make()
-      offset = self.param("offset", lambda rng: jax.tree.map(
-          jnp.zeros_like, block.init(rng, h, train=True)["params"]))
-      y = apply_copy(self, "ema", self.block, h, train, frozen=True, offset=offset)
-    else:
-      lb = apply_copy(self, "lb", self.block, h, train, frozen=False)
-      ema = apply_copy(self, "ema", self.block, h, train, frozen=True)
-      if self.variant == "manpp":
-        s = self.param("s", nn.initializers.ones, ())
-        y = s * lb + (2.0 - s) * ema
-      else:
-        y = lb + ema
+    y = _momentum_branch(self, self.block, self.variant, self.bias_form, h, train)
     return self.inner(y, batch, train)
 
 
