@@ -50,9 +50,11 @@ class Run:
 
 def env_with_cache(cache_dir):
   """The test environment plus a persistent XLA compilation cache shared by all runs, on one
-  CPU device (conftest's 8 emulated devices are for the sharding tests)."""
+  CPU device (conftest's 8 emulated devices are for the sharding tests), with most XLA
+  optimisations off (cheaper compiles, as conftest's `fast_compile`; runs stay deterministic)."""
   return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
-          "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+          "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+          "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 
 
 def losses(workdir) -> dict:

@@ -2,6 +2,7 @@
 
 Killing and resuming a real `launch.py` run is tested in tests/test_faults.py."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -9,6 +10,8 @@ from jax_local import engine, optim
 from jax_local.data import input_pipeline
 from jax_local.engine.fused import plan_loss
 from tests import helpers
+
+pytestmark = pytest.mark.usefixtures("fast_compile")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("method", ["bp", "greedy", "dgl", "infopro", "predsim"])
@@ -26,8 +29,10 @@ def test_loss_falls_on_fashion_mnist(method, fashion_mnist):
   probe = {"image": data.normalise(data.train_images[:256]), "label": data.train_labels[:256]}
   probe = engine.forward.with_image01(probe, data.mean, data.std)
 
+  loss_fn = jax.jit(lambda params, stats: plan_loss(plan, params, stats, probe)[0])
+
   def probe_loss(s):
-    return float(plan_loss(plan, s.params, s.batch_stats, probe)[0])
+    return float(loss_fn(s.params, s.batch_stats))
 
   before = probe_loss(state)
   for batch in data.train_batches(0, 0, 64, drop_remainder=True):
