@@ -70,18 +70,21 @@ def test_bases_match_fused(method):
   assert len(seq.units) == plan.num_modules
 
 
-@pytest.mark.parametrize("base,plugin", [("dgl", "hpff"), ("infopro", "mlaan"),
-                                         ("predsim", "man")])
-def test_plugins_match_fused(base, plugin):
+@pytest.mark.parametrize("base,plugin,fields", [
+    ("dgl", "hpff", {}), ("infopro", "mlaan", {}), ("predsim", "man", {}),
+    ("predsim", "mlaan", {"mlm.k": 2, "lam.ema_at": "all_layers"})])
+def test_plugins_match_fused(base, plugin, fields):
   """HiLo (k=2) + PFF, multilaminar (k=3) + LAM (EMA copies), MAN (EMA copies); the copies of
-  LAM and MAN run in programs of their own (trunk forward / back)."""
-  config = plugin_routing.plugin_config(base, plugin)
+  LAM and MAN run in programs of their own (trunk stages). The last case has a two-layer leap
+  list (module 1: blocks 2.0, 3.0) with an EMA copy at both layers."""
+  config = plugin_routing.plugin_config(base, plugin, **fields)
   plan, tx, state = plugin_routing.build(config)
   seq = _check_equivalent(plan, tx, state, config)
   assert any(t.first < t.last for t in plan.terms) == (plugin != "man")
   assert bool(plan.ema_pairs) == (plugin != "hpff")
-  # heads holding block copies (LAM, MAN) ran as trunk forward, inner head, trunk back
-  assert any(c.startswith("trunk back") for c in seq.call_labels) == (plugin != "hpff")
+  # heads holding block copies (LAM, MAN) ran as trunk stage forwards, inner head, stage backs
+  assert any(c.startswith("trunk back 0") for c in seq.call_labels) == (plugin != "hpff")
+  assert any(c.startswith("trunk back 1") for c in seq.call_labels) == ("mlm.k" in fields)
 
 
 def _custom_state(config, plan):

@@ -82,11 +82,12 @@ class HeadSpec:
 
 @dataclasses.dataclass(frozen=True)
 class TrunkSpec:
-  """Split mode, a head with block copies (MAN, LAM: `head.trunk()`): its copies alone. The
-  forward program gives z = sg(trunk(h)) for the inner head's program; the back program
-  recomputes trunk(h) and pulls the inner head's cotangent at z back to h. final: the back
-  program completes the head's gradient."""
-  trunk: nn.Module
+  """Split mode, one stage of a head's block copies (MAN, LAM: `head.trunk()` is the tuple of
+  stages the head runs in order before its inner head; a stage names its variables in
+  `variable_names`). The forward program gives z_{s+1} = sg(stage(z_s)), z_0 the module output;
+  the back program recomputes stage(z_s) and pulls the cotangent at z_{s+1} back to z_s. final:
+  this term's programs complete the head's gradient."""
+  stage: nn.Module
   final: bool
 
 
@@ -103,8 +104,9 @@ class BackSpec:
 @dataclasses.dataclass(frozen=True)
 class Unit:
   """The programs of module i: `joint`, or (split mode) `forward` then `heads` (one per term; a
-  head with a trunk runs as trunk forward, inner head, trunk back: `trunks[n]` not None); then
-  `backs` (m, spec) for m = i (split mode) or i-1, down to the smallest first."""
+  head with a trunk runs as its stages' forwards, the inner head, the stages' backs in reverse:
+  `trunks[n]` not None); then `backs` (m, spec) for m = i (split mode) or i-1, down to the
+  smallest first."""
   module: int
   block_names: tuple[str, ...]
   head_names: tuple[str, ...]
@@ -114,7 +116,7 @@ class Unit:
   joint: UnitSpec | None
   forward: ForwardSpec | None
   heads: tuple[HeadSpec, ...]
-  trunks: tuple[TrunkSpec | None, ...]
+  trunks: tuple[tuple[TrunkSpec, ...] | None, ...]
   backs: tuple[tuple[int, BackSpec], ...]
 
 
@@ -127,8 +129,9 @@ def build_units(plan: Plan, split: str = "auto") -> list[Unit]:
   or a head ending there runs copies of backbone blocks (MAN, LAM: as heavy as a module; ResNet-32
   K=16 DGL+MAN at batch 1024: 0.48 of BP joint, 0.36 split), others jointly; "always" / "never"
   force one mode (a module without terms is always joint). In split mode a head with a trunk
-  (`head.trunk()`: its block copies) runs as three programs, so the copies' activations and
-  the inner head's never share memory (ResNet-32 K=16 InfoPro+MLAAN: see BENCHMARKS.md)."""
+  (`head.trunk()`: its block copies, in stages) runs one program per stage forward, one for its
+  inner head, one per stage backward, so no two stages and not the inner head share memory
+  (ResNet-32 K=16 InfoPro+MLAAN: 0.578 of BP in one program; BENCHMARKS.md)."""
   if split not in SPLIT:
     raise ValueError(f"split={split!r}; valid: {', '.join(SPLIT)}")
   heavy_heads = {p.head for p in plan.ema_pairs}   # heads holding block copies
@@ -144,7 +147,8 @@ def build_units(plan: Plan, split: str = "auto") -> list[Unit]:
       writes.append([])
       for t in terms:
         w = [("h", t.head)]
-        writes += [[], w, w] if _has_trunk(plan.heads[t.head]) else [w]
+        stages = len(plan.heads[t.head].trunk()) if _has_trunk(plan.heads[t.head]) else 0
+        writes += [[]] * stages + [w] + [w] * stages
     down = [f for f in groups if f < i] if joint else list(groups)
     backs = list(range(i - 1 if joint else i, down[0] - 1, -1)) if down else []
     writes += [[("m", m)] for m in backs]
@@ -170,12 +174,13 @@ def build_units(plan: Plan, split: str = "auto") -> list[Unit]:
       for t in terms:
         head = structure(t.head)
         if _has_trunk(head):
-          trunk = head.trunk()
-          if coefficients.factor(trunk)[1]:
+          stages = head.trunk()
+          if any(coefficients.factor(st)[1] for st in stages):
             raise ValueError(f"head {t.head}: a trunk must not hold loss coefficients")
-          heads.append(HeadSpec(head.inner, False))
-          trunks.append(TrunkSpec(trunk, last[("h", t.head)] == k + 2))
-          k += 3
+          final = last[("h", t.head)] == k + 2 * len(stages)
+          heads.append(HeadSpec(head.inner, final))
+          trunks.append(tuple(TrunkSpec(st, final) for st in stages))
+          k += 1 + 2 * len(stages)
         else:
           heads.append(HeadSpec(head, last[("h", t.head)] == k))
           trunks.append(None)
@@ -280,23 +285,22 @@ def _head_step(spec: HeadSpec, mean, std, head_params, head_stats, h, batch, wei
   return acc, new_hs, total, _sumsq([acc] if spec.final else []), metrics, ct
 
 
-def _trunk_forward_step(spec: TrunkSpec, params, stats, h):
-  """Split mode: (z = sg(trunk(h)), new trunk stats); h [N,H,W,C] the module output."""
-  z, updated = spec.trunk.apply({"params": params, "batch_stats": stats}, h, train=True,
-                                mutable=["batch_stats"])
-  return sg(z), updated.get("batch_stats", {})
+def _trunk_forward_step(spec: TrunkSpec, params, stats, z):
+  """Split mode: (sg(stage(z)), new stage stats); z [N,H,W,C]."""
+  out, updated = spec.stage.apply({"params": params, "batch_stats": stats}, z, train=True,
+                                  mutable=["batch_stats"])
+  return sg(out), updated.get("batch_stats", {})
 
 
-def _trunk_back_step(spec: TrunkSpec, params, stats, h, ct, acc, inner_acc):
-  """Recomputes trunk(h) and pulls the inner head's cotangent `ct` at z back to h. Returns
-  (acc + the trunk's gradient, cotangent at h, squared norm of the head's whole gradient, trunk
-  and inner, if final)."""
-  fwd = lambda p, x: spec.trunk.apply({"params": p, "batch_stats": stats}, x, train=True,
+def _trunk_back_step(spec: TrunkSpec, params, stats, z, ct, acc):
+  """Recomputes stage(z) and pulls the cotangent `ct` at its output back to z. Returns (acc +
+  the stage's gradient, cotangent at z, squared norm of acc if final)."""
+  fwd = lambda p, x: spec.stage.apply({"params": p, "batch_stats": stats}, x, train=True,
                                       mutable=["batch_stats"])[0]
-  _, vjp_fn = jax.vjp(fwd, params, h)
-  g_params, ct_h = vjp_fn(ct)
+  _, vjp_fn = jax.vjp(fwd, params, z)
+  g_params, ct_z = vjp_fn(ct)
   acc = _add(acc, g_params)
-  return acc, ct_h, _sumsq([acc, inner_acc] if spec.final else [])
+  return acc, ct_z, _sumsq([acc] if spec.final else [])
 
 
 def _back_step(spec: BackSpec, params, stats, a, cts, acc):
@@ -331,7 +335,7 @@ class SequentialStep:
         jit(u.forward, functools.partial(_forward_step, u.forward), ())
         for h in u.heads:
           jit(h, functools.partial(_head_step, h, mean, std), 6)
-        for t in filter(None, u.trunks):
+        for t in (t for stages in filter(None, u.trunks) for t in stages):
           jit(("forward", t), functools.partial(_trunk_forward_step, t), ())
           jit(("back", t), functools.partial(_trunk_back_step, t), 4)
       for _, b in u.backs:
@@ -422,11 +426,11 @@ class SequentialStep:
             gh[t.head] = acc_h
             metrics.update({f"{t.name}/{k}": v for k, v in m_t.items()})
             totals.append(total)
+            sqs.append(sq)
           else:
-            ct, hs, sq = self._trunked_head(call, live, t, tr, h, out, batch, args, state, gh,
-                                            metrics, totals, sqs)
+            ct, hs = self._trunked_head(call, live, t, tr, h, out, batch, args, state, gh,
+                                        metrics, totals, sqs)
           new_stats["heads"][t.head] = hs
-          sqs.append(sq)
           term_cts.append(ct)
         cts = []
         for f in u.groups:
@@ -453,33 +457,43 @@ class SequentialStep:
     grads = {"backbone": {n: gb[n] for n in p_bb}, "heads": {n: gh[n] for n in p_h}}
     return grads, new_stats, totals, sqs, metrics
 
-  def _trunked_head(self, call, live, term, trunk, inner, out, batch, args, state, gh,
+  def _trunked_head(self, call, live, term, stages, inner, out, batch, args, state, gh,
                     metrics, totals, sqs):
-    """Trunk forward, inner head, trunk back for `term`'s head on the module output `out`.
-    Adds the head's gradient to gh; appends the inner program's loss, squared norm and metrics
-    to totals, sqs, metrics; returns (cotangent at out, new head stats, the trunk back
-    program's squared norm)."""
-    trunk_part = lambda tree: {k: v for k, v in (tree or {}).items() if k != "inner"}
+    """The programs of `term`'s head with trunk stages `stages` on the module output `out`:
+    stage forwards, inner head, stage backs in reverse. Adds the head's gradient to gh; appends
+    losses, squared norms and metrics to totals, sqs, metrics; returns (cotangent at out, new
+    head stats)."""
+    part = lambda tree, spec: {k: tree[k] for k in spec.stage.variable_names if k in tree}
     params = state.params["heads"][term.head]
     stats = state.batch_stats["heads"][term.head]
-    acc = gh.get(term.head) or {}
-    self.call_labels.append(f"trunk forward {term.name}")
-    z, trunk_stats = call(self._jitted[("forward", trunk)], live, trunk_part(params),
-                          trunk_part(stats), out)
+    acc = dict(gh.get(term.head) or {})
+    zs, new_stats = [out], {}
+    for n, spec in enumerate(stages):
+      self.call_labels.append(f"trunk forward {n} {term.name}")
+      z, stage_stats = call(self._jitted[("forward", spec)], {**live, "trunk": zs},
+                            part(params, spec), part(stats, spec), zs[-1])
+      zs.append(z)
+      new_stats.update(stage_stats)
     self.call_labels.append(f"head {term.name}")
-    acc_in, inner_stats, total, sq, m_t, ct_z = call(
-        self._jitted[inner], {**live, "trunk_out": z}, params["inner"], stats.get("inner", {}),
-        z, batch, *args, acc.get("inner"))
+    acc["inner"], inner_stats, total, sq, m_t, ct = call(
+        self._jitted[inner], {**live, "trunk": zs}, params["inner"], stats.get("inner", {}),
+        zs[-1], batch, *args, acc.get("inner"))
+    if "inner" in stats:
+      new_stats["inner"] = inner_stats
     metrics.update({f"{term.name}/{k}": v for k, v in m_t.items()})
     totals.append(total)
     sqs.append(sq)
-    self.call_labels.append(f"trunk back {term.name}")
-    live = {**live, "cotangents": (live["cotangents"], ct_z), "inner_grads": acc_in}
-    acc_tr, ct, sq_back = call(self._jitted[("back", trunk)], live, trunk_part(params),
-                               trunk_part(stats), out, ct_z, trunk_part(acc) or None, acc_in)
-    gh[term.head] = {**acc_tr, "inner": acc_in}
-    new_stats = {**trunk_stats, **({"inner": inner_stats} if "inner" in stats else {})}
-    return ct, new_stats, sq_back
+    for n in reversed(range(len(stages))):
+      spec = stages[n]
+      self.call_labels.append(f"trunk back {n} {term.name}")
+      live_n = {**live, "trunk": zs[:n + 1], "cotangents": (live["cotangents"], ct),
+                "head_grads": acc}
+      g_stage, ct, sq = call(self._jitted[("back", spec)], live_n, part(params, spec),
+                             part(stats, spec), zs[n], ct, part(acc, spec) or None)
+      acc.update(g_stage)
+      sqs.append(sq)
+    gh[term.head] = acc
+    return ct, new_stats
 
   def __call__(self, state, batch):
     return self.drive(state, jax.device_put(batch))

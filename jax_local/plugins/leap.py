@@ -120,25 +120,36 @@ def _width_in(plan: Plan, block: str) -> int:
   return plan.backbone.module(names[names.index(block) - 1]).features
 
 
-def _leap_layers(mdl: nn.Module, layers, ema_at: str, h, train: bool):
-  """The LAM layers on h [N,H,W,C], parameters and statistics owned by `mdl`: aug{ℓ}, ema{ℓ}."""
+def _has_ema(l: int, ema_at: str) -> bool:
+  return l == 0 or ema_at == "all_layers"
+
+
+def _leap_layers(mdl: nn.Module, layers, ema_at: str, h, train: bool, first: int = 0):
+  """LAM layers first, first+1, … on h [N,H,W,C]; parameters and statistics owned by `mdl`:
+  aug{ℓ}, ema{ℓ}."""
   z = h
-  for l, spec in enumerate(layers):
+  for l, spec in enumerate(layers, start=first):
     y = apply_copy(mdl, f"aug{l}", spec, z, train, frozen=False)
-    if l == 0 or ema_at == "all_layers":
+    if _has_ema(l, ema_at):
       y = y + apply_copy(mdl, f"ema{l}", spec, z, train, frozen=True)
     z = y
   return z
 
 
-class LeapTrunk(nn.Module):
-  """The LAM layers of a LeapHead alone (its copies, same names, without `inner`): h -> z."""
-  layers: tuple[BlockSpec, ...]
+class LeapLayer(nn.Module):
+  """LAM layer ℓ of a LeapHead alone (aug{ℓ}, ema{ℓ}: the head's names): z_ℓ -> z_{ℓ+1}."""
+  layer: BlockSpec
+  index: int
   ema_at: str = "first"
+
+  @property
+  def variable_names(self) -> tuple[str, ...]:
+    return (f"aug{self.index}",) + ((f"ema{self.index}",) if _has_ema(self.index, self.ema_at)
+                                    else ())
 
   @nn.compact
   def __call__(self, h, train: bool = True):
-    return _leap_layers(self, self.layers, self.ema_at, h, train)
+    return _leap_layers(self, (self.layer,), self.ema_at, h, train, first=self.index)
 
 
 class LeapHead(nn.Module):
@@ -146,16 +157,16 @@ class LeapHead(nn.Module):
 
   Params: aug{ℓ} (trainable copy of layers[ℓ]), ema{ℓ} (frozen EMA copy, ℓ = 0 or every ℓ with
   ema_at = "all_layers"), inner (the CAN). copy_sources: (param name, source block) pairs that
-  `init_copies` sets to the source's initial parameters (copy_of_target). `trunk()` is the LAM
-  part alone, which the sequential executor runs as programs of their own (split mode).
+  `init_copies` sets to the source's initial parameters (copy_of_target). `trunk()`: the LAM
+  layers one by one, which the sequential executor runs as programs of their own (split mode).
   """
   layers: tuple[BlockSpec, ...]
   inner: nn.Module
   ema_at: str = "first"
   copy_sources: tuple[tuple[str, str], ...] = ()
 
-  def trunk(self) -> LeapTrunk:
-    return LeapTrunk(self.layers, self.ema_at, parent=None)
+  def trunk(self) -> tuple[LeapLayer, ...]:
+    return tuple(LeapLayer(spec, l, self.ema_at, parent=None) for l, spec in enumerate(self.layers))
 
   @nn.compact
   def __call__(self, h, batch, train: bool = True):

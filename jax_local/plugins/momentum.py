@@ -56,6 +56,10 @@ class MomentumTrunk(nn.Module):
   variant: str = "man"
   bias_form: str = "parallel_block"
 
+  @property
+  def variable_names(self) -> tuple[str, ...]:
+    return ("offset", "ema") if self.bias_form == "param_offset" else ("lb", "ema", "s")
+
   @nn.compact
   def __call__(self, h, train: bool = True):
     return _momentum_branch(self, self.block, self.variant, self.bias_form, h, train)
@@ -73,8 +77,8 @@ class MomentumHead(nn.Module):
   bias_form: str = "parallel_block"
   copy_sources: tuple[tuple[str, str], ...] = ()
 
-  def trunk(self) -> MomentumTrunk:
-    return MomentumTrunk(self.block, self.variant, self.bias_form, parent=None)
+  def trunk(self) -> tuple[MomentumTrunk]:
+    return (MomentumTrunk(self.block, self.variant, self.bias_form, parent=None),)
 
   @nn.compact
   def __call__(self, h, batch, train: bool = True):
