@@ -10,7 +10,11 @@ For module i (a "unit"), with a_i its detached input:
   split mode (default when two or more terms end at i, HiLo and multilaminar, or a head runs
     copies of backbone blocks, MAN and LAM): a forward program,
     then one program per term's head (gradient of its head, cotangent at a_{i+1}), then a back
-    program through module i. Heads then never share memory with each other or with E_i.
+    program through module i. Heads then never share memory with each other or with E_i. A
+    head with block copies (`head.trunk()`: MAN's branch, LAM's layers) runs as one forward
+    program per stage of copies, its inner head, then one back program per stage in reverse
+    (recomputing the stage from its saved input), so the copies of different blocks and the
+    inner head never share memory either.
 Cascade cotangents go down the window by one small "back" program per module m: it recomputes
 E_m(a_m) from the saved detached input a_m (the host keeps a_m until its last use) and pulls the
 cotangents back, adding module m's gradient. XLA thus holds at most one module's residuals or
@@ -127,11 +131,12 @@ def build_units(plan: Plan, split: str = "auto") -> list[Unit]:
   """The units of `plan` in call order. split: "auto" runs a module in split mode (its heads
   then never share memory with each other or with the module) when two or more terms end there
   or a head ending there runs copies of backbone blocks (MAN, LAM: as heavy as a module; ResNet-32
-  K=16 DGL+MAN at batch 1024: 0.48 of BP joint, 0.36 split), others jointly; "always" / "never"
+  K=16 DGL+MAN at batch 1024: 0.48 of BP joint, 0.30 split), others jointly; "always" / "never"
   force one mode (a module without terms is always joint). In split mode a head with a trunk
   (`head.trunk()`: its block copies, in stages) runs one program per stage forward, one for its
   inner head, one per stage backward, so no two stages and not the inner head share memory
-  (ResNet-32 K=16 InfoPro+MLAAN: 0.578 of BP in one program; BENCHMARKS.md)."""
+  (ResNet-32 K=16 DGL+MLAAN at batch 1024: 0.444 of BP with a LAM head in one program, 0.323
+  in stages; BENCHMARKS.md)."""
   if split not in SPLIT:
     raise ValueError(f"split={split!r}; valid: {', '.join(SPLIT)}")
   heavy_heads = {p.head for p in plan.ema_pairs}   # heads holding block copies
