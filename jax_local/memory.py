@@ -6,7 +6,8 @@
 Compile-only (abstract shapes from `jax.eval_shape`, nothing allocated), so paper sizes can be
 reported on a CPU. Every number is, per jitted program,
     argument + output - alias + temp        (from `compiled.memory_analysis()`)
-of one whole training step (gradients, optimizer update, EMA), arguments = state + batch:
+of one whole training step (gradients, optimizer update, EMA) in the config's compute dtype
+(`model.dtype`), arguments = state + batch:
   bp          the config's backbone trained end to end (the BP plan), fused executor
   bp_remat    the same with `jax.checkpoint` around every block
   fused       the config's plan, one jitted step (engine/fused.py)
@@ -38,9 +39,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jax_local import config_validation, ema, methods, optim
+from jax_local import config_validation, ema, methods, optim, parallel
 from jax_local.engine import forward, fused, sequential
 from jax_local.models import build_backbone
+from jax_local.models import layers
 from jax_local.models.backbone import apply_block
 from jax_local.train_state import init_state
 
@@ -224,8 +226,20 @@ def peak_memory_record() -> dict[str, int]:
   return {"peak_rss_bytes": _rss_kib("VmHWM:") * 1024}
 
 
+def compute_policy(config) -> layers.Policy:
+  """The layer policy of `config.model.dtype` on one device: bf16 activations on backends with
+  bf16 units (parameters, optimizer state and statistics stay float32). XLA:CPU computes bf16
+  convolutions through float32 conversions, so there the report shows more memory, not less."""
+  return layers.Policy(parallel.DTYPES[config.model.get("dtype", "float32")])
+
+
 def measure(config, variant, profile_prefix="") -> int | None:
   """Runs two steps of `variant` at the config's batch; returns the measured peak (bytes)."""
+  with layers.policy(compute_policy(config)):
+    return _measure(config, variant, profile_prefix)
+
+
+def _measure(config, variant, profile_prefix):
   s = setup(config)
   plan, tx = (s.bp_plan, s.bp_tx) if variant.startswith("bp") else (s.plan, s.tx)
   make = {"bp": fused.make_train_step, "bp_remat": make_bp_remat_step,
@@ -258,7 +272,8 @@ def memory_report(config, variants=VARIANTS, execute: bool = False, argv=()) -> 
   `argv` (the command-line flags, so the subprocess sees the same config).
   """
   s = setup(config)
-  rows = [_analyse(v, s, config.data.batch_size) for v in variants]
+  with layers.policy(compute_policy(config)):
+    rows = [_analyse(v, s, config.data.batch_size) for v in variants]
   bp = next((r.bytes for r in rows if r.name == "bp"), None)
   # fixed mmap threshold: freed large buffers go back to the OS, so RSS follows live buffers
   env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
