@@ -92,7 +92,7 @@ def two_processes(tmp_path_factory, fashion_mnist):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(2)]
   try:
-    outs = [p.communicate(timeout=240)[0] for p in procs]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
   finally:
     for p in procs:
       if p.poll() is None:
