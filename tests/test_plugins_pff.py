@@ -109,3 +109,13 @@ def test_scan_compiles_to_less_temp_memory_than_vmap():
     compiled = g.lower(v["params"], v["batch_stats"], h, batch).compile()
     temp[loop] = compiled.memory_analysis().temp_size_in_bytes
   assert temp["scan"] < 0.75 * temp["vmap"], temp
+
+
+def test_size_dependent_head_on_unequal_patches_says_what_to_do():
+  """PredSim's prediction head flattens a pooled map: on a 7x7 map the 2x2 grid gives patches
+  of 4x4 ... 3x3 whose pooled sizes differ (C=64, target 512: 512 vs 384 inputs), so one
+  shared head cannot serve them; the error names the cause and the two ways out."""
+  head = pff.PatchHead(H.PredSimHead(num_classes=10), (2, 2), "unrolled")
+  h = jnp.ones((4, 7, 7, 64))
+  with pytest.raises(ValueError, match=r"unequal patches .*pff.grid.*pff.mode='off'"):
+    head.init(jax.random.PRNGKey(0), h, _batch(4, 28), train=True)

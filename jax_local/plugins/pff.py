@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import flax.errors
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -101,7 +102,15 @@ class PatchHead(nn.Module):
       return loss, metrics, upd.get("batch_stats", {})
 
     if self.loop == "unrolled":
-      outs = [one(h_p[p], {k: x_p[k][p] for k in keys}) for p in range(len(h_p))]
+      try:
+        outs = [one(h_p[p], {k: x_p[k][p] for k in keys}) for p in range(len(h_p))]
+      except flax.errors.ScopeParamShapeError as e:
+        sizes = sorted({hp.shape[1:3] for hp in h_p})
+        raise ValueError(
+            f"PFF: the head {type(net).__name__} has parameters whose shape depends on its "
+            f"input size, so it cannot be shared by the unequal patches {sizes} that the grid "
+            f"{tuple(self.grid)} cuts from a {h.shape[1]}x{h.shape[2]} map; use a pff.grid that "
+            "divides every module's map, or pff.mode='off'") from e
       losses_, metrics, new_stats = jax.tree.map(lambda *v: jnp.stack(v), *outs)
     else:
       if not (even(h, self.grid) and all(even(batch[k], self.grid) for k in keys)):
