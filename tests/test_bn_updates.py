@@ -1,6 +1,7 @@
 """Quirk Q23: a module's BN running statistics get one update per covering term (methods.md §1.2)."""
 import jax
 import numpy as np
+import pytest
 
 from jax_local import methods, optim, splits
 from jax_local.engine import fused
@@ -9,6 +10,8 @@ from jax_local.train_state import init_state
 from tests import helpers
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
+
+pytestmark = pytest.mark.usefixtures("fast_compile")  # tests/conftest.py
 
 
 def _hpff_plan(replicate: bool):
@@ -43,7 +46,8 @@ def test_running_stats_equal_n_sequential_updates():
     config, plan = _hpff_plan(replicate)
     tx = optim.make_optimizer(config.optim, config.num_epochs, 10)
     schedule = optim.make_schedule(config.optim, config.num_epochs, 10)
-    state = init_state(plan, tx, jax.random.PRNGKey(0), helpers.IMAGE_SHAPE)
+    state = jax.jit(lambda rng: init_state(plan, tx, rng, helpers.IMAGE_SHAPE))(
+        jax.random.PRNGKey(0))
     step = fused.make_train_step(plan, tx, schedule, MEAN, STD)
     r0 = jax.device_get(state.batch_stats["backbone"])
     states[replicate], _ = step(state, helpers.random_batch())
