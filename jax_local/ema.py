@@ -2,7 +2,7 @@
 
 An EMA copy lives in the parameter tree of its head, at `params["heads"][head][*path]`, so the head
 can apply it like any block; the head applies `stop_gradient` to it, and the optimizer leaves it
-alone (`frozen_labels` feeds `optax.multi_transform`). After each optimizer step
+alone (`part_optimizer.PartOptimizer` freezes it). After each optimizer step
     ema <- decay * ema + (1 - decay) * theta_source
 over parameters only, where theta_source is the source block's parameters *before* the step
 (methods.md §1.6 item 5: the references update EMA copies before `optimizer.step()`).
@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import optax
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,16 +22,23 @@ class EmaPair:
   decay: float
 
 
-def _get(tree, path):
+def get_path(tree, path):
+  """tree[path[0]][path[1]]..."""
   for key in path:
     tree = tree[key]
   return tree
 
 
-def _set(tree, path, value):
+def set_path(tree, path, value):
+  """A copy of nested dicts `tree` with the value at `path` replaced (other branches shared)."""
   if not path:
     return value
-  return {**tree, path[0]: _set(tree[path[0]], path[1:], value)}
+  return {**tree, path[0]: set_path(tree[path[0]], path[1:], value)}
+
+
+def average(copy, source, decay):
+  """One EMA step of a copy: decay * copy + (1 - decay) * source (trees of equal structure)."""
+  return jax.tree.map(lambda e, s: decay * e + (1.0 - decay) * s, copy, source)
 
 
 def ema_update(pairs, pre_step_params, params):
@@ -40,24 +46,7 @@ def ema_update(pairs, pre_step_params, params):
   for pair in pairs:
     copy_path = ("heads", pair.head, *pair.path)
     source = pre_step_params["backbone"][pair.source]
-    old = _get(pre_step_params, copy_path)
-    new = jax.tree.map(lambda e, s, d=pair.decay: d * e + (1.0 - d) * s, old, source)
-    params = _set(params, copy_path, new)
+    old = get_path(pre_step_params, copy_path)
+    new = average(old, source, pair.decay)
+    params = set_path(params, copy_path, new)
   return params
-
-
-def frozen_labels(pairs, params):
-  """optax.multi_transform labels: "frozen" for EMA copies, "trained" for everything else."""
-  labels = jax.tree.map(lambda _: "trained", params)
-  for pair in pairs:
-    copy_path = ("heads", pair.head, *pair.path)
-    labels = _set(labels, copy_path, jax.tree.map(lambda _: "frozen", _get(params, copy_path)))
-  return labels
-
-
-def freeze_copies(tx, pairs):
-  """Wraps an optimizer so EMA copies get no update and no optimizer state (identity if none)."""
-  if not pairs:
-    return tx
-  return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()},
-                               lambda params: frozen_labels(pairs, params))

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jax_local import config_validation, ema, methods, optim, parallel
+from jax_local import config_validation, methods, optim, parallel, part_optimizer
 from jax_local.engine import forward, fused, sequential
 from jax_local.models import build_backbone
 from jax_local.models import layers
@@ -60,6 +60,7 @@ class Row:
   bytes: int                    # compile-time peak estimate (see module docstring)
   ratio: float = float("nan")   # bytes / bp bytes
   programs: int = 1             # distinct compiled programs
+  calls: int = 1                # programs called per step (sequential: units, parts, ...)
   compile_s: float = 0.0        # wall time of trace + lower + compile of those programs
   measured: int | None = None   # --execute: measured peak (bytes)
   detail: str = ""
@@ -117,8 +118,8 @@ def setup(config) -> Setup:
   from jax_local.data import imagenet
   from jax_local.data.input_pipeline import NORMALISATION
   mean, std = (imagenet.MEAN, imagenet.STD) if name == "imagenet2012" else NORMALISATION[name]
-  return Setup(plan, bp_plan, ema.freeze_copies(base_tx, plan.ema_pairs), base_tx, schedule,
-               mean, std, image_shape)
+  return Setup(plan, bp_plan, part_optimizer.PartOptimizer(base_tx, plan.ema_pairs), base_tx,
+               schedule, mean, std, image_shape)
 
 
 def abstract_inputs(plan, tx, image_shape, batch_size):
@@ -199,7 +200,7 @@ def _analyse(variant, s: Setup, batch_size) -> Row:
       k = int(np.argmax(totals))
       c = an.calls[k]
       parts = ", ".join(f"{n} {v / MIB:.1f}" for n, v in c["parts"].items())
-      row = Row(variant, max(totals), programs=len(an.cache), detail=(
+      row = Row(variant, max(totals), programs=len(an.cache), calls=len(an.calls), detail=(
           f"peak at {step.call_labels[k]} of {len(an.calls)} calls: host-held "
           f"{c['live'] / MIB:.1f} MiB ({parts}; overlaps counted once) + program "
           f"out-alias+temp {c['extra'] / MIB:.1f} MiB; largest program alone "

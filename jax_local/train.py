@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_local import (checkpointing, config_validation, divergence, ema, memory, methods, optim,
-                       parallel, preemption, run_log)
+from jax_local import (checkpointing, config_validation, divergence, memory, methods, optim,
+                       parallel, part_optimizer, preemption, run_log)
 from jax_local.data import input_pipeline
 from jax_local import engine
 from jax_local.engine import forward
@@ -43,8 +43,8 @@ def build(config, dataset):
   plan = methods.build_plan(config.method, backbone, split, dataset.num_classes)
   steps_per_epoch = dataset.steps_per_epoch(config.data.batch_size, config.data.drop_remainder)
   schedule = optim.make_schedule(config.optim, config.num_epochs, steps_per_epoch)
-  tx = ema.freeze_copies(optim.make_optimizer(config.optim, config.num_epochs, steps_per_epoch),
-                         plan.ema_pairs)
+  tx = part_optimizer.PartOptimizer(
+      optim.make_optimizer(config.optim, config.num_epochs, steps_per_epoch), plan.ema_pairs)
   return plan, tx, schedule, steps_per_epoch
 
 

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 
 from configs import common
-from jax_local import ema, methods, optim, splits
+from jax_local import methods, optim, part_optimizer, splits
 from jax_local.models import build_backbone
 from jax_local.train_state import init_state
 
@@ -29,8 +29,8 @@ def tiny_plan_and_state(config, image_shape=IMAGE_SHAPE, seed=0):
   backbone = build_backbone(config.model, config.data.num_classes)
   split = splits.get_split(config.split.preset, config.model.depth)
   plan = methods.build_plan(config.method, backbone, split, config.data.num_classes)
-  tx = ema.freeze_copies(optim.make_optimizer(config.optim, config.num_epochs, 10),
-                         plan.ema_pairs)
+  tx = part_optimizer.PartOptimizer(optim.make_optimizer(config.optim, config.num_epochs, 10),
+                                    plan.ema_pairs)
   state = init_state(plan, tx, jax.random.PRNGKey(seed), image_shape)
   return plan, tx, state
 

@@ -17,7 +17,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jax_local import config_validation, ema, engine, methods, optim, splits, splits_imagenet
+from jax_local import (config_validation, engine, methods, optim, part_optimizer, splits,
+                       splits_imagenet)
 from jax_local.data import imagenet as inet
 from jax_local.heads import imagenet as H
 from jax_local.models import build_backbone
@@ -268,8 +269,8 @@ def test_plugin_configs_use_imagenet_heads():
 def _lower(name, batch=2):
   config, plan = _build(name)
   schedule = optim.make_schedule(config.optim, config.num_epochs, 100)
-  tx = ema.freeze_copies(optim.make_optimizer(config.optim, config.num_epochs, 100),
-                         plan.ema_pairs)
+  tx = part_optimizer.PartOptimizer(optim.make_optimizer(config.optim, config.num_epochs, 100),
+                                    plan.ema_pairs)
   state = jax.eval_shape(lambda: init_state(plan, tx, jax.random.PRNGKey(0), IMAGE))
   step = engine.make_train_step(config.executor, plan, tx, schedule, inet.MEAN, inet.STD)
   abstract = {"image": jax.ShapeDtypeStruct((batch, *IMAGE), jnp.float32),

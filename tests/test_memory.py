@@ -22,7 +22,8 @@ def test_sequential_below_fused_below_bp():
   config.data.batch_size = 256
   rows = _report(config, ("bp", "fused", "sequential"))
   assert rows["sequential"].bytes < rows["fused"].bytes < rows["bp"].bytes
-  assert rows["sequential"].programs < config.model.depth
+  # 6 units, then the optimizer step over 8 blocks and 6 heads: heads of equal shape share
+  assert rows["sequential"].programs < rows["sequential"].calls
 
 
 def test_report_applies_the_compute_dtype():
@@ -54,7 +55,8 @@ def test_report_runs_for_resnet110_k55_without_executing(unoptimised_compiles):
   config.data.batch_size = 16
   (row,) = memory.memory_report(config, variants=("sequential",))
   print(memory.format_table([row]))
-  assert row.programs <= 10   # 54 units share a handful of programs
+  # 54 units share 8 programs; the optimizer step over 56 blocks and 55 heads, 10
+  assert row.programs <= 20 and row.calls > 150
   assert row.bytes > 0 and row.measured is None and "peak at" in row.detail
 
 

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from jax_local.engine import fused
-from jax_local import ema, methods, optim, splits
+from jax_local import methods, optim, part_optimizer, splits
 from jax_local.models import build_backbone
 from jax_local.train_state import init_state
 from tests import helpers
@@ -93,7 +93,8 @@ def test_copies_own_their_buffers_so_a_state_can_be_donated():
   backbone = build_backbone(config.model, config.data.num_classes)
   split = splits.get_split("blocks", config.model.depth)
   plan = methods.build_plan(config.method, backbone, split, config.data.num_classes)
-  tx = ema.freeze_copies(optim.make_optimizer(config.optim, config.num_epochs, 10), plan.ema_pairs)
+  tx = part_optimizer.PartOptimizer(optim.make_optimizer(config.optim, config.num_epochs, 10),
+                                    plan.ema_pairs)
   state = init_state(plan, tx, jax.random.PRNGKey(0), helpers.IMAGE_SHAPE)
   pointers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(state)]
   assert len(pointers) == len(set(pointers))

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jax_local import ema, methods, optim, plugins, splits
+from jax_local import methods, optim, part_optimizer, plugins, splits
 from jax_local.engine.fused import plan_loss
 from jax_local.models import build_backbone
 from jax_local.models.cifar_resnet import BasicBlock
@@ -48,8 +48,8 @@ def build(config, image_shape=helpers.IMAGE_SHAPE, steps_per_epoch=10):
   backbone = build_backbone(config.model, config.data.num_classes)
   split = splits.get_split(config.split.preset, config.model.depth)
   plan = methods.build_plan(config.method, backbone, split, config.data.num_classes)
-  tx = ema.freeze_copies(optim.make_optimizer(config.optim, config.num_epochs, steps_per_epoch),
-                         plan.ema_pairs)
+  tx = part_optimizer.PartOptimizer(
+      optim.make_optimizer(config.optim, config.num_epochs, steps_per_epoch), plan.ema_pairs)
 
   @jax.jit
   def init(rng):

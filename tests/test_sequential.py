@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jax_local import ema, heads, methods, optim, splits
+from jax_local import ema, heads, methods, optim, part_optimizer, splits
 from jax_local.engine import fused, sequential
 from jax_local.heads.common import ce_and_metrics
 from jax_local.models import build_backbone
@@ -88,8 +88,8 @@ def test_plugins_match_fused(base, plugin, fields):
 
 
 def _custom_state(config, plan):
-  tx = ema.freeze_copies(optim.make_optimizer(config.optim, config.num_epochs, 10),
-                         plan.ema_pairs)
+  tx = part_optimizer.PartOptimizer(optim.make_optimizer(config.optim, config.num_epochs, 10),
+                                    plan.ema_pairs)
   return tx, init_state(plan, tx, jax.random.PRNGKey(0), helpers.IMAGE_SHAPE)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 
-from jax_local import config_validation, engine, methods, optim, parallel, splits
+from jax_local import config_validation, engine, methods, optim, parallel, part_optimizer, splits
 from jax_local.engine import forward, fused
 from jax_local.models import build_backbone, layers
 from jax_local.train_state import init_state
@@ -38,7 +38,7 @@ def _setup(method="dgl"):
   backbone = build_backbone(config.model, config.data.num_classes)
   plan = methods.build_plan(config.method, backbone, splits.get_split("uniform_k3", 8),
                             config.data.num_classes)
-  tx = optim.make_optimizer(config.optim, config.num_epochs, 10)
+  tx = part_optimizer.PartOptimizer(optim.make_optimizer(config.optim, config.num_epochs, 10))
   state = jax.jit(lambda r: init_state(plan, tx, r, helpers.IMAGE_SHAPE))(jax.random.PRNGKey(0))
   schedule = optim.make_schedule(config.optim, config.num_epochs, 10)
   batch = {k: np.asarray(v) for k, v in helpers.random_batch(N).items() if k != "image01"}
