@@ -5,10 +5,15 @@ is started from SLURM's environment; elsewhere pass --coordinator_address=HOST:P
 --num_processes=N --process_id=I to every process (--distributed=off forces a single process).
 It is started before any other JAX call.
 
+Without the dataset: --mock_data=N trains on tfds.testing.mock_data, N random images per split of the
+config's stock dataset (cifar10, svhn, stl10, imagenet2012), to check that a config builds, compiles,
+trains, evaluates and checkpoints before the data are prepared. Its numbers mean nothing.
+
 Exit status: 0 trained to the end; 75 stopped by SIGTERM/SIGINT after checkpointing (relaunch
 the same command to resume; a second signal interrupts at once); 3 diverged (non-finite loss,
 gradients or state; the newest checkpoint is the last good one); 1 any other error.
 """
+import contextlib
 import os
 import sys
 
@@ -32,9 +37,25 @@ flags.DEFINE_integer("process_id", None, "This process's index in [0, num_proces
 flags.DEFINE_list("local_device_ids", None,
                   "Devices this process uses, e.g. 0,1,2,3 (default: JAX's: all local devices; "
                   "under SLURM on GPUs one per task, SLURM_LOCALID).")
+flags.DEFINE_integer("mock_data", 0,
+                     "> 0: train on tfds.testing.mock_data, this many random examples per split "
+                     "(stock tfds datasets only; a smoke test of the config, not a result).")
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
+
+
+def _mock_data(num_examples: int):
+  """tfds.testing.mock_data with num_examples random examples per split, or no change if 0."""
+  if num_examples <= 0:
+    return contextlib.nullcontext()
+  if FLAGS.config.data.name not in ("cifar10", "svhn", "stl10", "imagenet2012"):
+    raise app.UsageError(f"--mock_data mocks stock tfds datasets; config.data.name is "
+                         f"{FLAGS.config.data.name!r}")
+  import tensorflow_datasets as tfds
+  run_log.LOG.warning("--mock_data=%d: training on random data, not on %s", num_examples,
+                      FLAGS.config.data.name)
+  return tfds.testing.mock_data(num_examples=num_examples)
 
 
 def main(argv):
@@ -59,7 +80,8 @@ def main(argv):
   run_log.LOG.info("JAX process %d/%d, %d devices in all, local devices: %s", jax.process_index(),
                    jax.process_count(), jax.device_count(), jax.local_devices())
   try:
-    summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    with _mock_data(FLAGS.mock_data):
+      summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except preemption.Preempted as e:
     run_log.LOG.warning("%s (exit status %d)", e, preemption.EXIT_PREEMPTED)
     sys.exit(preemption.EXIT_PREEMPTED)

@@ -221,3 +221,32 @@ def test_stock_dataset_under_tfds_mock_data():
   assert ds.mean == (0.5, 0.5, 0.5) and ds.num_classes == 10
   batch = next(ds.train_batches(0, 0, 8, False))
   assert batch["image"].shape == (8, 96, 96, 3) and batch["label"].max() < 10
+
+
+def test_launch_mock_data_trains_a_stock_config_and_refuses_fashion_mnist(tmp_path):
+  """`launch.py --mock_data=N` trains, evaluates and checkpoints a CIFAR-10 config without the
+  dataset; on Fashion-MNIST (not a stock tfds builder here) it is a usage error."""
+  import json
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+         "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+  cmd = [sys.executable, os.path.join(root, "launch.py"),
+         f"--config={root}/configs/fashion_mnist_quickstart.py:greedy", "--mock_data=16",
+         "--config.num_epochs=1", "--config.data.batch_size=8", "--config.data.eval_batch_size=8",
+         "--config.log_every_steps=1"]
+  refused = subprocess.run([*cmd, f"--workdir={tmp_path / 'fm'}"], cwd=root, env=env,
+                           capture_output=True, text=True)
+  assert refused.returncode != 0
+  assert "--mock_data mocks stock tfds datasets" in refused.stderr
+  run = subprocess.run([*cmd, f"--workdir={tmp_path / 'c10'}", "--config.data.name=cifar10"],
+                       cwd=root, env=env, capture_output=True, text=True)
+  assert run.returncode == 0, run.stderr[-3000:]
+  with open(tmp_path / "c10" / "summary.json") as f:
+    summary = json.load(f)
+  assert summary["dataset"] == "cifar10" and summary["num_modules"] == 3
+  with open(tmp_path / "c10" / "metrics.jsonl") as f:
+    losses = [r["loss"] for r in map(json.loads, f) if "loss" in r]
+  assert len(losses) == 2 and all(np.isfinite(losses))
+  assert os.listdir(tmp_path / "c10" / "checkpoints")
