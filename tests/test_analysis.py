@@ -1,7 +1,7 @@
 """Analysis tools: linear CKA against numpy, the linear probe, restoring runs, compare, plots.
 
 Two tiny runs are trained once per session on real Fashion-MNIST (ResNet-8, `uniform_k3`, 512
-training images): a finished DGL run (1 epoch) and a BP run of 2 epochs stopped by SIGTERM after
+training images, evaluated on 2,000 test images): a finished DGL run (1 epoch) and a BP run of 2 epochs stopped by SIGTERM after
 its first evaluation, as a preempted run is (history for epoch 1, a checkpoint, no summary.json).
 """
 import csv
@@ -96,6 +96,7 @@ def _tiny_config(data_dir, method, epochs):
   c = fashion_mnist_quickstart.get_config(method)
   c.data.tfds_data_dir = data_dir
   c.data.train_subset = 512
+  c.data.test_subset = 2000   # evaluations and probes on the first 2,000 test images
   c.data.batch_size = 64
   c.num_epochs = epochs
   c.log_every_steps = 4
@@ -167,7 +168,7 @@ def test_probe_on_trained_runs(tiny_runs, loaded, tmp_path):
   assert [r["dim"] for r in rows[:3]] == [16, 32, 64]  # pooled channels of the three stages
   for r in rows:
     assert 0.0 <= r["probe_test_accuracy"] <= 1.0 and 0.0 <= r["probe_train_accuracy"] <= 1.0
-    assert r["test_examples"] == 10000 and r["train_examples"] == 512
+    assert r["test_examples"] == 2000 and r["train_examples"] == 512
     # the restored network, run by the analysis forward, scores what the trainer measured
     history = _read_json(os.path.join(r["workdir"], "history.json"))
     assert r["network_test_accuracy"] == pytest.approx(history[-1]["test_accuracy"], abs=1e-4)
