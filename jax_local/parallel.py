@@ -8,7 +8,7 @@ inserts the gradient all-reduce itself, and BatchNorm statistics are those of th
 shard, `jax_local.models.layers.BatchNorm`).
 
   par = Parallel.from_config(config)          # mesh, shardings, layer policy
-  state = par.init(init_fn, rng)               # created replicated, never gathered on a host
+  state = par.init(init_fn, rng)               # built per process, copied to its devices
   step = par.train_step(executor, step)        # (state, global batch) -> (state, metrics)
   batch = par.global_batch(local_numpy_batch)  # this process's rows -> one global jax.Array
 
@@ -105,10 +105,17 @@ class Parallel:
                         shapes)
 
   def init(self, init_fn: Callable, *args):
-    """init_fn(*args) jitted with replicated outputs: the state is created on every device."""
+    """init_fn(*args), then every leaf replicated on every device of the mesh.
+
+    init_fn runs unjitted so that its own jitted programs are shared by equal blocks and heads
+    (`train_state.init_state`); every process computes the same values from the same seed and
+    copies them to its local devices (no transfer between hosts)."""
     with layers.policy(self.policy):
-      shapes = jax.eval_shape(init_fn, *args)
-      return jax.jit(init_fn, out_shardings=self.replicate_tree(shapes))(*args)
+      state = init_fn(*args)
+    local = self.replicated.addressable_devices
+    return jax.tree.map(
+        lambda x: jax.make_array_from_single_device_arrays(
+            x.shape, self.replicated, [jax.device_put(x, d) for d in local]), state)
 
   def is_replicated(self, tree) -> bool:
     return all(getattr(x, "sharding", None) is not None and x.sharding.is_fully_replicated

@@ -7,6 +7,7 @@ definition (e.g. an EMA copy of block "s2b0") by name.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -32,19 +33,26 @@ class Backbone:
     return dict(self.blocks)[name]
 
   def init(self, rng, x) -> tuple[Params, Params, dict[str, tuple[int, ...]]]:
-    """Initialises every block in order on input `x` [N, H, W, C].
+    """Initialises every block in order on input `x` [N, H, W, C], one jitted program per
+    distinct block (a ResNet-110 has a handful), so a deep backbone compiles its init quickly.
 
     Returns `(params, batch_stats, out_shapes)`, each a dict keyed by block name; out_shapes
     holds each block's output shape for the batch size of `x`.
     """
-    params, stats, shapes = {}, {}, {}
+    params, stats, shapes, programs = {}, {}, {}, {}
     for i, (name, block) in enumerate(self.blocks):
-      variables = block.init(jax.random.fold_in(rng, i), x, train=True)
-      params[name] = variables["params"]
-      stats[name] = variables.get("batch_stats", {})
-      x, _ = block.apply(variables, x, train=True, mutable=["batch_stats"])
+      if block not in programs:   # equal blocks share one compiled init (when not traced)
+        programs[block] = jax.jit(functools.partial(_init_block, block))
+      params[name], stats[name], x = programs[block](jax.random.fold_in(rng, i), x)
       shapes[name] = x.shape
     return params, stats, shapes
+
+
+def _init_block(block: nn.Module, rng, x):
+  """(params, batch_stats, output) of a freshly initialised block on input x."""
+  variables = block.init(rng, x, train=True)
+  y, _ = block.apply(variables, x, train=True, mutable=["batch_stats"])
+  return variables["params"], variables.get("batch_stats", {}), y
 
 
 def apply_block(block: nn.Module, params, stats, x, train: bool):
