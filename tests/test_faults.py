@@ -9,7 +9,6 @@ import shutil
 import signal
 import time
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +17,7 @@ import pytest
 from configs import fashion_mnist_quickstart
 from jax_local import checkpointing, config_validation, divergence, preemption, run_log, train
 from jax_local.data import input_pipeline
-from jax_local.train_state import init_state
+from jax_local.train_state import TrainState, init_state
 from tests import fault_helpers as fh
 
 TOTAL = fh.STEPS_PER_EPOCH * fh.EPOCHS
@@ -230,44 +229,68 @@ def test_corrupt_jpeg_is_reported_by_path(tmp_path, warnings_of_jax_local):
     input_pipeline.build_dataset(config, seed=0)
 
 
-class _State(flax.struct.PyTreeNode):
-  step: jax.Array
-  params: dict
-  opt_state: dict
+def _fake_state():
+  """A TrainState of two parts (block "w", head "h"), the optimizer's count kept whole."""
+  return TrainState(step=jnp.int32(0), params={"backbone": {"w": jnp.ones(3)},
+                                                "heads": {"h": {"v": jnp.ones(2)}}},
+                    batch_stats={"backbone": {"w": {}}, "heads": {"h": {}}},
+                    opt_state={"count": jnp.int32(0)})
 
 
 def _fake_train_step():
-  """A donating step: params += batch, count += 1; loss = sum(params) per term."""
+  """A donating step: w += batch, v += 1, count += 1; loss = sum(w) per term."""
 
   def step(state, batch):
-    params = {"w": state.params["w"] + batch}
-    loss = jnp.sum(params["w"])
+    w = state.params["backbone"]["w"] + batch
+    params = {"backbone": {"w": w}, "heads": {"h": {"v": state.params["heads"]["h"]["v"] + 1}}}
+    loss = jnp.sum(w)
     metrics = {"loss": loss, "m0/loss": loss, "m1/loss": jnp.float32(1.0),
                "grad_norm": jnp.sum(jnp.abs(batch)), "lr": jnp.float32(0.5)}
-    return _State(step=state.step + 1, params=params,
-                  opt_state={"count": state.opt_state["count"] + 1}), metrics
+    return state.replace(step=state.step + 1, params=params,
+                         opt_state={"count": state.opt_state["count"] + 1}), metrics
 
   return jax.jit(step, donate_argnums=0)
 
 
 def test_skip_mode_undoes_a_nonfinite_step_despite_donation():
   guard, train_step = divergence.Guard("skip"), _fake_train_step()
-  state = _State(step=jnp.int32(0), params={"w": jnp.ones(3)}, opt_state={"count": jnp.int32(0)})
+  state = _fake_state()
   pending = []
   for k, batch in enumerate([jnp.ones(3), jnp.full(3, jnp.nan), jnp.ones(3)]):
     state, metrics = guard.step(train_step, state, batch)
     pending.append((k + 1, metrics))
-  np.testing.assert_array_equal(state.params["w"], [3.0, 3.0, 3.0])  # step 2 had no effect
+  np.testing.assert_array_equal(state.params["backbone"]["w"], [3.0, 3.0, 3.0])  # step 2: none
+  np.testing.assert_array_equal(state.params["heads"]["h"]["v"], [3.0, 3.0])  # in any part
   assert (int(state.step), int(state.opt_state["count"])) == (3, 3)  # counters advance
   rows = guard.review(pending, last_checkpoint=None)
   assert [r["loss"] for r in rows] == [6.0, 9.0]
 
   stop = divergence.Guard("stop")
-  state = _State(step=jnp.int32(0), params={"w": jnp.ones(3)}, opt_state={"count": jnp.int32(0)})
-  state, metrics = stop.step(train_step, state, jnp.full(3, jnp.inf))
+  state, metrics = stop.step(train_step, _fake_state(), jnp.full(3, jnp.inf))
   with pytest.raises(divergence.Diverged, match=r"loss of term m0 = (inf|nan) at step 7; lr 0.5"
                      r".*last good checkpoint is step 6"):
     stop.check([(7, metrics)], last_checkpoint=6)
+
+
+def test_state_check_finds_a_non_finite_leaf_in_any_part():
+  """Finite loss and gradient norm, one non-finite optimizer-state leaf of one head: flagged;
+  the parts rebuild the state exactly."""
+  state = TrainState(step=jnp.int32(4),
+                     params={"backbone": {"a": {"k": jnp.ones(2)}, "b": {"k": jnp.ones(2)}},
+                             "heads": {"h": {"k": jnp.ones(2)}}},
+                     batch_stats={"backbone": {"a": {"m": jnp.zeros(2)}, "b": {}},
+                                  "heads": {"h": {}}},
+                     opt_state={"backbone": {"a": {"t": jnp.ones(2)}, "b": {"t": jnp.ones(2)}},
+                                "heads": {"h": {"t": jnp.array([1.0, jnp.nan])}}})
+  metrics = {"loss": jnp.float32(1.0), "grad_norm": jnp.float32(1.0)}
+  guard = divergence.Guard("stop")
+  _, out = guard.step(lambda s, b: (s, metrics), state, None)
+  assert not bool(out["finite"])
+  parts = divergence.state_parts(state)
+  assert set(parts) == {("backbone", "a"), ("backbone", "b"), ("heads", "h"), "rest"}
+  assert jax.tree.structure(divergence._join(state, parts)) == jax.tree.structure(state)
+  fixed = state.replace(opt_state={**state.opt_state, "heads": {"h": {"t": jnp.ones(2)}}})
+  assert bool(guard.step(lambda s, b: (s, metrics), fixed, None)[1]["finite"])
 
 
 def test_first_signal_requests_a_stop_second_interrupts():
