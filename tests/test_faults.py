@@ -294,13 +294,18 @@ def test_state_check_finds_a_non_finite_leaf_in_any_part():
 
 
 def test_first_signal_requests_a_stop_second_interrupts():
-  with preemption.StopOnSignal() as stop:
-    assert not stop.requested(sync_point=True)
-    os.kill(os.getpid(), signal.SIGINT)
-    assert stop.requested(sync_point=False) and stop.signal_name == "SIGINT"
-    with pytest.raises(KeyboardInterrupt):
+  # Python's own SIGINT handler, also when pytest was started in the background (SIG_IGN)
+  outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    with preemption.StopOnSignal() as stop:
+      assert not stop.requested(sync_point=True)
       os.kill(os.getpid(), signal.SIGINT)
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+      assert stop.requested(sync_point=False) and stop.signal_name == "SIGINT"
+      with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  finally:
+    signal.signal(signal.SIGINT, outer)
 
 
 @pytest.mark.parametrize("field, value", [("on_nonfinite", "ignore"),
