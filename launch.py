@@ -45,16 +45,17 @@ flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
 
-def _mock_data(num_examples: int):
-  """tfds.testing.mock_data with num_examples random examples per split, or no change if 0."""
+def mock_data(num_examples: int, dataset: str):
+  """tfds.testing.mock_data with num_examples random examples per split of `dataset`, or no
+  change if 0. Raises app.UsageError for a dataset that is not a stock tfds builder."""
   if num_examples <= 0:
     return contextlib.nullcontext()
-  if FLAGS.config.data.name not in ("cifar10", "svhn", "stl10", "imagenet2012"):
+  if dataset not in ("cifar10", "svhn", "stl10", "imagenet2012"):
     raise app.UsageError(f"--mock_data mocks stock tfds datasets; config.data.name is "
-                         f"{FLAGS.config.data.name!r}")
+                         f"{dataset!r}")
   import tensorflow_datasets as tfds
   run_log.LOG.warning("--mock_data=%d: training on random data, not on %s", num_examples,
-                      FLAGS.config.data.name)
+                      dataset)
   return tfds.testing.mock_data(num_examples=num_examples)
 
 
@@ -80,7 +81,7 @@ def main(argv):
   run_log.LOG.info("JAX process %d/%d, %d devices in all, local devices: %s", jax.process_index(),
                    jax.process_count(), jax.device_count(), jax.local_devices())
   try:
-    with _mock_data(FLAGS.mock_data):
+    with mock_data(FLAGS.mock_data, FLAGS.config.data.name):
       summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except preemption.Preempted as e:
     run_log.LOG.warning("%s (exit status %d)", e, preemption.EXIT_PREEMPTED)

@@ -47,15 +47,21 @@ def make_train_step(plan: Plan, tx: optax.GradientTransformation, schedule, mean
     loss_fn = functools.partial(plan_loss, plan)
     grads, (new_stats, metrics) = jax.grad(loss_fn, has_aux=True)(
         state.params, state.batch_stats, batch)
-    new_stats["backbone"] = forward.repeat_bn_updates(plan, state.batch_stats["backbone"],
-                                                      new_stats["backbone"])
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = ema.ema_update(plan.ema_pairs, state.params,
-                            optax.apply_updates(state.params, updates))
-    metrics["lr"] = schedule(state.step)
-    metrics["grad_norm"] = optax.global_norm(grads)
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
-                              opt_state=opt_state)
-    return new_state, metrics
+    return apply_gradients(plan, tx, schedule, state, grads, new_stats, metrics)
 
   return jax.jit(train_step, donate_argnums=0)
+
+
+def apply_gradients(plan: Plan, tx, schedule, state, grads, new_stats, metrics):
+  """The step after the gradient: BN statistics (the reference's number of updates), the
+  optimizer, the EMA copies (toward their sources' pre-step parameters), lr and grad_norm
+  metrics. new_stats / metrics: the aux output of `plan_loss`. Returns (new state, metrics)."""
+  new_stats = {**new_stats, "backbone": forward.repeat_bn_updates(
+      plan, state.batch_stats["backbone"], new_stats["backbone"])}
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = ema.ema_update(plan.ema_pairs, state.params,
+                          optax.apply_updates(state.params, updates))
+  metrics = {**metrics, "lr": schedule(state.step), "grad_norm": optax.global_norm(grads)}
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
+                            opt_state=opt_state)
+  return new_state, metrics
