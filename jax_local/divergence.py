@@ -70,10 +70,10 @@ def state_parts(state) -> dict:
 
 def _join(state, parts):
   """Inverse of `state_parts` (the structure of `state`)."""
-  step, whole_opt = parts.pop("rest")
+  step, whole_opt = parts["rest"]
   params, stats = {}, {top: dict(tree) for top, tree in state.batch_stats.items()}
   opt = whole_opt if whole_opt is not None else {}
-  for (top, name), (p, st, o) in parts.items():
+  for (top, name), (p, st, o) in ((k, v) for k, v in parts.items() if k != "rest"):
     params.setdefault(top, {})[name] = p
     if name in stats[top]:
       stats[top][name] = st

@@ -5,9 +5,8 @@ Over the whole tree {"backbone": {block: ...}, "heads": {head: ...}} a `PartOpti
 optax-style transformation (`init`, `update`), which the fused executor applies inside its one
 jitted step. The sequential executor calls `apply_part` once per part instead, and parts of
 equal structure (the blocks of one ResNet stage, heads of equal shapes) share one compiled
-program: on ResNet-110 K=55 DGL+MLAAN at batch 1024 (XLA:CPU) the whole-tree update was one
-program over ~6,000 arrays that took 37 of the step's 55 CPU s to compile; its 15 distinct
-part programs take 5.5 s (BENCHMARKS.md, compile time).
+program (one whole-tree update over the ~6,000 arrays of a ResNet-110 K=55 MLAAN state was most
+of its step's XLA:CPU compile time; BENCHMARKS.md, compile time).
 
 Per part, the update equals the whole-tree update for element-wise optimizers (the recipes' SGD
 with momentum and coupled L2, Adam): every part keeps its own step count, and all counts advance

@@ -29,8 +29,7 @@ statistics and the step's metrics. Both executors give the same update
 
 Programs depend on structure (blocks, heads, term layout), never on block names, so modules
 with equal structure and shapes share one compiled program (ResNet-110 K=55 DGL: 8 programs for
-54 modules); so do parts of the optimizer step (the whole-tree update of ResNet-110 K=55
-DGL+MLAAN compiled in 37 CPU s, its 15 distinct part programs in 5.5 s). Term weights and heads'
+54 modules); so do parts of the optimizer step (`part_optimizer`). Term weights and heads'
 loss coefficients (InfoPro's λ, `heads/coefficients.py`) are traced arguments.
 
 `SequentialStep.drive(state, batch, call)` is the step written once for two uses: executing
