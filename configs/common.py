@@ -106,6 +106,7 @@ def get_config():
   c.optim.nesterov = True
   c.optim.weight_decay = 1e-4
   c.optim.schedule = "warmup_cosine"   # warmup_cosine | step | cosine | milestones | constant
+  c.optim.schedule_unit = "epoch"      # epoch (the papers': constant within an epoch) | step
   c.optim.warmup_epochs = 10
   c.optim.step_epochs = (80, 120)      # schedule=step: x0.1 at these epochs
   c.optim.milestones = (200, 300, 350, 375)  # schedule=milestones: x milestone_factor
@@ -114,6 +115,9 @@ def get_config():
   c.executor = "fused"
   c.log_every_steps = 50
   c.eval_every_epochs = 1
+  c.eval = ml_collections.ConfigDict()
+  c.eval.bn_recompute_batches = 0  # >0: also evaluate with BN statistics re-estimated over this
+  #                                  many augmented training batches (README "Two test errors")
   c.checkpoint_every_steps = 0     # 0: at the end of every epoch only
   c.max_checkpoints_to_keep = 3
   c.on_nonfinite = "stop"          # stop | skip (undo the step; costs a state copy per step)

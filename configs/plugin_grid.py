@@ -55,7 +55,8 @@ def get_auglocal_config(dataset: str, depth: int):
 
 def get_fashion_mnist_config(base: str, plugin: str = "none"):
   """CPU scale: Fashion-MNIST (first 10,000 training images, full test split), 3 epochs, batch
-  128, SGD Nesterov lr 0.1 cosine; ResNet-14 cut one block per module with the stem merged into
+  128, SGD Nesterov lr 0.1 cosine per step (to 0), evaluated also with BN statistics
+  re-estimated on 20 training batches; ResNet-14 cut one block per module with the stem merged into
   1.0 ("blocks": 6 modules, convention B) — AugLocal: stem alone ("blocks_stem": 7 layers, d=2,
   K_eff = 5 modules). base may be "bp" or "auglocal" with plugin "none". InfoPro alone uses its
   own recipe (CE, 1c2f, λ row of ResNet-32 K=16), with a plugin the plugins' recipe. Stage-3 maps
@@ -81,6 +82,8 @@ def get_fashion_mnist_config(base: str, plugin: str = "none"):
   c.method.auglocal.aux_depth = 2
   c.optim.lr = 0.1
   c.optim.schedule = "cosine"
+  c.optim.schedule_unit = "step"
+  c.eval.bn_recompute_batches = 20
   c.log_every_steps = 20
   c = set_plugin(c, base, plugin, patch_loop="unrolled")
   if (base, plugin) == ("predsim", "hpff"):

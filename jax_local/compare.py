@@ -11,18 +11,26 @@ as it got.
 
 Columns: run (directory name), method (+plugin), net, split (preset, modules), status (finished
 when summary.json exists), epochs (evaluated / planned), best and final test error (%, over the
-evaluations so far), step time (s: median over the log steps of global batch / images per
+evaluations so far; with the running BN statistics, and, for runs with
+`eval.bn_recompute_batches` > 0, also with re-estimated ones: README "Two test errors"), step time (s: median over the log steps of global batch / images per
 second; the median discounts the log steps that include compilation or evaluation) and peak
 memory (MiB): the largest `*peak*bytes*` / `*peak*mib*` scalar of the run's metrics.jsonl or
 summary.json, which the trainer logs at every log step (`memory.peak_memory_record`: the device
 peak on a GPU, the process's resident-set high-water mark on a CPU), else n/a. The PNG plots
 test accuracy (%) per epoch for every run; its CSV sits next to it.
+
+Seeds: runs whose config.json files differ in `seed` only form one row (`--no-group_seeds`
+keeps them apart). Its run cell is "<first run> (n seeds)", its errors are "mean ± std
+(min–max)" over the seeds (std with n−1 in the denominator), its status counts finished
+runs, and its curve is the mean test accuracy per epoch with ± std error bars, over the epochs
+every seed has reached.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import io
+import json
 import os
 import statistics
 import sys
@@ -34,8 +42,13 @@ from jax_local.analysis.run_records import (RunError, method_label, read_config,
 MIB = 2.0 ** 20
 COLUMNS = (("run", "run"), ("method", "method"), ("net", "net"), ("split", "split"),
            ("status", "status"), ("epochs", "epochs"), ("best_test_error", "best err %"),
-           ("final_test_error", "final err %"), ("step_time_s", "step s"),
-           ("peak_memory_mib", "peak MiB"))
+           ("final_test_error", "final err %"),
+           ("best_test_error_bn", "best err % (re-est. BN)"),
+           ("final_test_error_bn", "final err % (re-est. BN)"),
+           ("step_time_s", "step s"), ("peak_memory_mib", "peak MiB"))
+OPTIONAL = ("best_test_error_bn", "final_test_error_bn")  # shown when some row has them
+ERRORS = ("best_test_error", "final_test_error", "best_test_error_bn", "final_test_error_bn")
+REESTIMATED = "_bn_reestimated"  # jax_local.train.REESTIMATED (this module imports no JAX)
 
 
 def _peak_memory_mib(records) -> float | None:
@@ -64,6 +77,7 @@ def read_run(workdir: str) -> dict:
   hparams = read_json(os.path.join(workdir, "hparams.json"), {}) or {}
   metrics = read_metrics(workdir)
   errors = [h["test_error"] for h in history]
+  errors_bn = [h[f"test_error{REESTIMATED}"] for h in history if f"test_error{REESTIMATED}" in h]
   modules = (summary or {}).get("num_modules", hparams.get("num_modules"))
   batch = config.data.batch_size
   step_times = [batch / m["images_per_sec"] for m in metrics if m.get("images_per_sec", 0) > 0]
@@ -81,30 +95,100 @@ def read_run(workdir: str) -> dict:
       "last_step": max(train_steps) if train_steps else 0,
       "best_test_error": min(errors) if errors else None,
       "final_test_error": errors[-1] if errors else None,
+      "best_test_error_bn": min(errors_bn) if errors_bn else None,
+      "final_test_error_bn": errors_bn[-1] if errors_bn else None,
+      "seed": config.get("seed"),
+      "seed_group": json.dumps({k: v for k, v in config.to_dict().items() if k != "seed"},
+                               sort_keys=True, default=str),
       "step_time_s": statistics.median(step_times) if step_times else None,
       "peak_memory_mib": _peak_memory_mib(metrics + ([summary] if summary else [])),
       "curve": [(h["epoch"], 100.0 * h["test_accuracy"]) for h in history],
   }
 
 
+def _spread(values) -> dict | None:
+  """{"mean", "std", "min", "max", "n"} of the non-None values (std with n−1; 0 for one)."""
+  values = [v for v in values if v is not None]
+  if not values:
+    return None
+  std = statistics.stdev(values) if len(values) > 1 else 0.0
+  return {"mean": statistics.fmean(values), "std": std, "min": min(values), "max": max(values),
+          "n": len(values)}
+
+
+def group_seeds(rows) -> list[dict]:
+  """Rows whose configs differ in `seed` only merged into one row each, in first-seen order.
+
+  A merged row holds `_spread` dicts in its error cells, the median step time, the largest peak
+  memory, "k/n finished" as status, the seeds under "seeds" and "members", and as "curve" the
+  mean accuracy per epoch over the epochs all seeds reached, with the std under "curve_std".
+  """
+  groups: dict[str, list[dict]] = {}
+  for r in rows:
+    groups.setdefault(r["seed_group"], []).append(r)
+  out = []
+  for members in groups.values():
+    if len(members) == 1:
+      out.append(members[0])
+      continue
+    first = members[0]
+    row = dict(first)
+    row["run"] = f"{first['run']} ({len(members)} seeds)"
+    row["seeds"] = [m["seed"] for m in members]
+    row["members"] = members
+    finished = sum(m["status"] == "finished" for m in members)
+    row["status"] = f"{finished}/{len(members)} finished"
+    done = [m["epochs_done"] for m in members]
+    row["epochs"] = f"{min(done)}-{max(done)}/{first['epochs_planned']}" \
+        if min(done) != max(done) else f"{done[0]}/{first['epochs_planned']}"
+    for key in ERRORS:
+      row[key] = _spread([m[key] for m in members])
+    times = [m["step_time_s"] for m in members if m["step_time_s"] is not None]
+    row["step_time_s"] = statistics.median(times) if times else None
+    peaks = [m["peak_memory_mib"] for m in members if m["peak_memory_mib"] is not None]
+    row["peak_memory_mib"] = max(peaks) if peaks else None
+    common = sorted(set.intersection(*[{e for e, _ in m["curve"]} for m in members]))
+    per_epoch = [[dict(m["curve"])[e] for m in members] for e in common]
+    row["curve"] = [(e, statistics.fmean(v)) for e, v in zip(common, per_epoch)]
+    row["curve_std"] = [statistics.stdev(v) for v in per_epoch]
+    out.append(row)
+  return out
+
+
 def _cell(v, key) -> str:
   if v is None:
     return "n/a"
+  if isinstance(v, dict):  # a seed group's spread
+    return f"{v['mean']:.2f} ± {v['std']:.2f} ({v['min']:.2f}–{v['max']:.2f})"
   if isinstance(v, float):
     return f"{v:.3f}" if key == "step_time_s" else f"{v:.1f}" if key == "peak_memory_mib" \
         else f"{v:.2f}"
   return str(v)
 
 
+def _csv_cells(r, key) -> list:
+  v = r[key]
+  if key not in ERRORS:
+    return ["" if v is None else v]
+  if not isinstance(v, dict):
+    return ["" if v is None else v, "", "", "", 1 if v is not None else 0]
+  return [v["mean"], v["std"], v["min"], v["max"], v["n"]]
+
+
 def format_table(rows, fmt: str = "text") -> str:
-  keys = [k for k, _ in COLUMNS]
-  heads = [h for _, h in COLUMNS]
+  """The table in `fmt` (text | markdown | csv); CSV error columns come as mean, std, min,
+  max and n (a single run: its value and n = 1)."""
+  shown = [(k, h) for k, h in COLUMNS
+           if k not in OPTIONAL or any(r.get(k) is not None for r in rows)]
+  keys = [k for k, _ in shown]
+  heads = [h for _, h in shown]
   cells = [[_cell(r[k], k) for k in keys] for r in rows]
   if fmt == "csv":
     out = io.StringIO()
     w = csv.writer(out)
-    w.writerow(keys)
-    w.writerows([["" if r[k] is None else r[k] for k in keys] for r in rows])
+    w.writerow(sum(([k] if k not in ERRORS else
+                    [k, f"{k}_std", f"{k}_min", f"{k}_max", f"{k}_n"] for k in keys), []))
+    w.writerows([sum((_csv_cells(r, k) for k in keys), []) for r in rows])
     return out.getvalue().rstrip("\n")
   if fmt == "markdown":
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
@@ -117,8 +201,9 @@ def format_table(rows, fmt: str = "text") -> str:
 
 
 def plot_curves(rows, png_path: str):
+  """Test accuracy per epoch; a seed group is its mean with ± std error bars."""
   series = [plots.Series(f"{r['method']} ({r['run']})", [e for e, _ in r["curve"]],
-                         [a for _, a in r["curve"]]) for r in rows]
+                         [a for _, a in r["curve"]], y_std=r.get("curve_std")) for r in rows]
   datasets = sorted({r["dataset"] for r in rows})
   return plots.line_plot(png_path, series, "epoch", "test accuracy (%)",
                          f"Test accuracy per epoch ({', '.join(datasets)})", integer_x=True)
@@ -131,12 +216,16 @@ def main(argv=None) -> int:
   ap.add_argument("--format", choices=("text", "markdown", "csv"), default="text")
   ap.add_argument("--plot", default="compare.png",
                   help="PNG of the test-accuracy curves (CSV next to it); empty: no plot")
+  ap.add_argument("--group_seeds", action=argparse.BooleanOptionalAction, default=True,
+                  help="one row (mean ± std) per set of runs that differ in seed only")
   args = ap.parse_args(argv)
   try:
     rows = [read_run(d) for d in args.run_dirs]
   except RunError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  if args.group_seeds:
+    rows = group_seeds(rows)
   print(format_table(rows, args.format))
   if args.plot:
     png, csv_file = plot_curves(rows, args.plot)

@@ -34,6 +34,11 @@ def _positive(field: str, value) -> None:
     raise ConfigError(f"config.{field}={value!r} must be > 0")
 
 
+def _non_negative_int(field: str, value) -> None:
+  if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    raise ConfigError(f"config.{field}={value!r} must be an integer >= 0")
+
+
 def validate_config(config) -> splits.Split:
   """Raises ConfigError on the first invalid field; returns the resolved split."""
   _positive("num_epochs", config.num_epochs)
@@ -82,6 +87,7 @@ def validate_config(config) -> splits.Split:
   _choice("executor", config.executor, EXECUTORS)
   _positive("log_every_steps", config.log_every_steps)
   _positive("eval_every_epochs", config.eval_every_epochs)
+  _non_negative_int("eval.bn_recompute_batches", config.get("eval", {}).get("bn_recompute_batches", 0))
   _positive("max_checkpoints_to_keep", config.max_checkpoints_to_keep)
   _choice("on_nonfinite", config.get("on_nonfinite", "stop"), divergence.MODES)
   _choice("data.on_bad_image", config.data.get("on_bad_image", "fail"), BAD_IMAGE_POLICIES)

@@ -1,7 +1,12 @@
-"""Optimizers and per-epoch learning-rate schedules (methods.md §1.7, §10.3-§10.7).
+"""Optimizers and learning-rate schedules, per epoch (the papers') or per step (methods.md §1.7,
+§10.3-§10.7; docs: README "Schedules").
 
-The LR is a function of the epoch only and is constant within an epoch (§1.7, §10.3).
-`make_schedule` turns the per-epoch table into an optax schedule `step -> lr`; `make_optimizer`
+`optim.schedule_unit` picks the unit:
+  epoch  the references' rule: the LR is a function of the epoch only and is constant within an
+         epoch (§1.7, §10.3); the formulas below. The default of every paper config.
+  step   the same shapes evaluated at every step t of T = num_epochs * steps_per_epoch, so a
+         short run anneals smoothly (the formulas after the per-epoch ones).
+`make_schedule` turns either into an optax schedule `step -> lr`; `make_optimizer`
 uses that same schedule, so the trainer logs the current LR as `schedule(step)` (no
 `inject_hyperparams`: the optimizer state stays minimal and the logged value is exactly the one
 applied, because optax's `scale_by_schedule` also evaluates the schedule at the 0-based step count).
@@ -18,6 +23,16 @@ Schedules (`optim.schedule`), with the 0-based `epoch` of the trainer and E = nu
                  lr0 * milestone_factor^#{m in milestones: m <= epoch}, 0-based epoch, so the
                  decay applies from 0-based epoch m on (one epoch later than `step`).
   constant       lr0.
+
+Per step (`schedule_unit="step"`), with the 0-based step t, S = steps_per_epoch, T = E*S and
+W = warmup_epochs*S:
+  warmup_cosine  lr = s0 + (lr0 - s0)*t/W for t < W (s0 = warmup_start_lr), then
+                 0.5*lr0*(1 + cos(pi*(t-W)/(T-W))), reaching 0 at t = T (optax
+                 warmup_cosine_decay_schedule).
+  cosine         0.5*lr0*(1 + cos(pi*t/T)), 0 at t = T (optax cosine_decay_schedule).
+  step           lr0 * step_factor^#{m in step_epochs: t >= m*S} (decay after m whole epochs).
+  milestones     lr0 * milestone_factor^#{m in milestones: t >= m*S}.
+  constant       lr0.
 """
 from __future__ import annotations
 
@@ -30,7 +45,8 @@ import optax
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("warmup_cosine", "cosine", "step", "milestones", "constant")
-_DEFAULTS = {"momentum": 0.9, "nesterov": True, "weight_decay": 0.0, "warmup_epochs": 10,
+SCHEDULE_UNITS = ("epoch", "step")
+_DEFAULTS = {"schedule_unit": "epoch", "momentum": 0.9, "nesterov": True, "weight_decay": 0.0, "warmup_epochs": 10,
              "warmup_start_lr": 0.01, "step_epochs": (80, 120), "step_factor": 0.1,
              "milestones": (200, 300, 350, 375), "milestone_factor": 0.25}
 
@@ -53,6 +69,10 @@ def validate_optim(optim_config) -> None:
     raise ValueError(f"optim.name={name!r} is unknown; allowed: {', '.join(OPTIMIZERS)}")
   if schedule not in SCHEDULES:
     raise ValueError(f"optim.schedule={schedule!r} is unknown; allowed: {', '.join(SCHEDULES)}")
+  unit = _get(optim_config, "schedule_unit")
+  if unit not in SCHEDULE_UNITS:
+    raise ValueError(f"optim.schedule_unit={unit!r} is unknown; allowed: "
+                     f"{', '.join(SCHEDULE_UNITS)}")
   lr = _get(optim_config, "lr")
   if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
     raise ValueError(f"optim.lr={lr!r} must be a finite number > 0")
@@ -104,13 +124,15 @@ def lr_table(optim_config, num_epochs: int) -> np.ndarray:
 
 
 def make_schedule(optim_config, num_epochs: int, steps_per_epoch: int) -> optax.Schedule:
-  """optax schedule `step -> lr`, constant within an epoch (§1.7); jit-traceable.
+  """optax schedule `step -> lr` in the config's `schedule_unit`; jit-traceable.
 
-  Epoch = step // steps_per_epoch, clipped to [0, num_epochs-1] (steps past the end keep the
-  last epoch's LR).
+  epoch: constant within an epoch (§1.7); epoch = step // steps_per_epoch, clipped to
+  [0, num_epochs-1] (steps past the end keep the last epoch's LR). step: see the module doc.
   """
   if num_epochs < 1 or steps_per_epoch < 1:
     raise ValueError(f"num_epochs={num_epochs} and steps_per_epoch={steps_per_epoch} must be >= 1")
+  if _get(optim_config, "schedule_unit") == "step":
+    return _per_step_schedule(optim_config, num_epochs, steps_per_epoch)
   table = jnp.asarray(lr_table(optim_config, num_epochs))
 
   def schedule(step):
@@ -120,8 +142,28 @@ def make_schedule(optim_config, num_epochs: int, steps_per_epoch: int) -> optax.
   return schedule
 
 
+def _per_step_schedule(optim_config, num_epochs: int, steps_per_epoch: int) -> optax.Schedule:
+  """The per-step forms of the module doc, built from optax's schedules."""
+  name, lr0 = _get(optim_config, "schedule"), float(_get(optim_config, "lr"))
+  total = num_epochs * steps_per_epoch
+  if name == "warmup_cosine":
+    warmup = min(_get(optim_config, "warmup_epochs") * steps_per_epoch, total - 1)
+    return optax.warmup_cosine_decay_schedule(
+        float(_get(optim_config, "warmup_start_lr")), lr0, warmup, total, end_value=0.0)
+  if name == "cosine":
+    return optax.cosine_decay_schedule(lr0, total)
+  if name in ("step", "milestones"):
+    epochs = _get(optim_config, "step_epochs" if name == "step" else "milestones")
+    factor = float(_get(optim_config, "step_factor" if name == "step" else "milestone_factor"))
+    boundaries = {}
+    for m in epochs:  # a repeated epoch multiplies twice, as in the per-epoch count
+      boundaries[m * steps_per_epoch] = boundaries.get(m * steps_per_epoch, 1.0) * factor
+    return optax.piecewise_constant_schedule(lr0, boundaries)
+  return optax.constant_schedule(lr0)
+
+
 def make_optimizer(optim_config, num_epochs: int, steps_per_epoch: int) -> optax.GradientTransformation:
-  """The reference optimizer with the per-epoch schedule (§1.7, §10.6).
+  """The reference optimizer with the config's schedule (§1.7, §10.6).
 
   sgd:  chain(add_decayed_weights(wd), sgd(schedule, momentum, nesterov)) = torch.optim.SGD with
         coupled L2 on every parameter (decay added to the gradient before momentum; Nesterov

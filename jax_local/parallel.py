@@ -112,10 +112,15 @@ class Parallel:
     copies them to its local devices (no transfer between hosts)."""
     with layers.policy(self.policy):
       state = init_fn(*args)
+    return self.put_replicated(state)
+
+  def put_replicated(self, tree):
+    """Every leaf (the same value in every process) replicated on every device of the mesh;
+    each process copies its own value to its local devices (no transfer between hosts)."""
     local = self.replicated.addressable_devices
     return jax.tree.map(
         lambda x: jax.make_array_from_single_device_arrays(
-            x.shape, self.replicated, [jax.device_put(x, d) for d in local]), state)
+            x.shape, self.replicated, [jax.device_put(x, d) for d in local]), tree)
 
   def is_replicated(self, tree) -> bool:
     return all(getattr(x, "sharding", None) is not None and x.sharding.is_fully_replicated

@@ -20,11 +20,13 @@ DPI = 100
 
 @dataclasses.dataclass
 class Series:
-  """One line: `label` in the legend, y over x; optional per-point text labels of x (CSV only)."""
+  """One line: `label` in the legend, y over x; optional per-point text labels of x (CSV only)
+  and a ± error bar per point (`y_std`, e.g. the std over seeds)."""
   label: str
   x: Sequence[float]
   y: Sequence[float]
   x_names: Sequence[str] | None = None
+  y_std: Sequence[float] | None = None
 
 
 def csv_path(png_path: str) -> str:
@@ -59,12 +61,17 @@ def line_plot(png_path: str, series: Sequence[Series], xlabel: str, ylabel: str,
               integer_x: bool = False) -> tuple[str, str]:
   """Lines with markers, one per series, legend, grid; returns (png, csv) paths.
 
-  The CSV has one row per point: series, x, x_name (if given), y.
+  The CSV has one row per point: series, x, x_name (if given), y, and y_std when a series has
+  error bars.
   """
   fig = _figure()
   ax = fig.add_subplot(1, 1, 1)
   for s in series:
-    ax.plot(list(s.x), list(s.y), marker="o", markersize=4, label=s.label)
+    if s.y_std is not None:
+      ax.errorbar(list(s.x), list(s.y), yerr=list(s.y_std), marker="o", markersize=4,
+                  capsize=3, label=s.label)
+    else:
+      ax.plot(list(s.x), list(s.y), marker="o", markersize=4, label=s.label)
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_title(title, fontsize=10)
@@ -80,10 +87,14 @@ def line_plot(png_path: str, series: Sequence[Series], xlabel: str, ylabel: str,
     ax.legend(fontsize=8)
   _save(fig, png_path)
   rows = []
+  with_std = any(s.y_std is not None for s in series)
   for s in series:
     names = s.x_names if s.x_names is not None else [""] * len(s.x)
-    rows += [[s.label, x, n, y] for x, n, y in zip(s.x, names, s.y)]
-  path = write_csv(csv_path(png_path), ["series", xlabel, "x_name", ylabel], rows)
+    stds = s.y_std if s.y_std is not None else [""] * len(s.x)
+    rows += [[s.label, x, n, y] + ([d] if with_std else [])
+             for x, n, y, d in zip(s.x, names, s.y, stds)]
+  header = ["series", xlabel, "x_name", ylabel] + ([f"{ylabel} std"] if with_std else [])
+  path = write_csv(csv_path(png_path), header, rows)
   return png_path, path
 
 

@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_local import (checkpointing, config_validation, divergence, memory, methods, optim,
-                       parallel, part_optimizer, preemption, run_log)
+from jax_local import (bn_reestimate, checkpointing, config_validation, divergence, memory,
+                       methods, optim, parallel, part_optimizer, preemption, run_log)
 from jax_local.data import input_pipeline
 from jax_local import engine
 from jax_local.engine import forward
@@ -76,6 +76,30 @@ def evaluate(eval_step, state, dataset, batch_size,
   correct, ce, count = totals
   return {"test_accuracy": correct / count, "test_error": 100.0 * (1 - correct / count),
           "test_loss": ce / count, "test_examples": int(count)}
+
+
+REESTIMATED = "_bn_reestimated"  # suffix of the test metrics with re-estimated BN statistics
+
+
+def evaluate_both(config, eval_step, batch_statistics, state, dataset, epoch: int,
+                  par: parallel.Parallel) -> dict[str, float]:
+  """Test metrics with the running BN statistics and, when `eval.bn_recompute_batches` > 0,
+  also with statistics re-estimated over that many augmented training batches of `epoch`'s
+  order (`bn_reestimate`); those metrics carry the suffix `REESTIMATED`, and
+  `bn_reestimate_seconds` is the time the re-estimation took."""
+  result = evaluate(eval_step, state, dataset, config.data.eval_batch_size, par)
+  num_batches = config.eval.bn_recompute_batches
+  if not num_batches:
+    return result
+  batches = par.prefetch(dataset.train_batches(epoch, 0, config.data.batch_size, True))
+  stats, used, seconds = bn_reestimate.reestimate(batch_statistics, state.params,
+                                                  state.batch_stats, batches, num_batches)
+  stats = par.put_replicated(stats)
+  again = evaluate(eval_step, state.replace(batch_stats=stats), dataset,
+                   config.data.eval_batch_size, par)
+  result.update({f"{k}{REESTIMATED}": v for k, v in again.items() if k != "test_examples"})
+  result.update(bn_reestimate_batches=used, bn_reestimate_seconds=seconds)
+  return result
 
 
 def format_eta(seconds: float) -> str:
@@ -162,12 +186,15 @@ def train_and_evaluate(config, workdir: str, return_state: bool = False):
         config.executor, plan, tx, schedule, dataset.mean, dataset.std))
     guard = divergence.Guard(config.get("on_nonfinite", "stop"))
     eval_step = make_eval_step(plan, par)
+    batch_statistics = bn_reestimate.make_batch_statistics(plan, par)
     writer = _writer(workdir)
     if start == 0:
       writer.write_hparams({"config": config.to_json(), "num_modules": plan.num_modules})
     try:
-      history, state = _loop(config, dataset, state, train_step, guard, eval_step, writer, ckpt,
-                             stop, history, history_path, steps_per_epoch, par)
+      evaluate_fn = lambda state, epoch: evaluate_both(config, eval_step, batch_statistics,
+                                                       state, dataset, epoch, par)
+      history, state = _loop(config, dataset, state, train_step, guard, evaluate_fn, writer,
+                             ckpt, stop, history, history_path, steps_per_epoch, par)
     finally:
       writer.flush()
       ckpt.close()  # waits for the last (good) checkpoint, also when stopping on an error
@@ -190,9 +217,11 @@ def _check_last_batch(config, dataset, par) -> None:
         "a batch size or data.train_subset that leaves a multiple of the device count")
 
 
-def _loop(config, dataset, state, train_step, guard, eval_step, writer, ckpt, stop, history,
+def _loop(config, dataset, state, train_step, guard, evaluate_fn, writer, ckpt, stop, history,
           history_path, steps_per_epoch, par):
-  """The epoch loop from `state.step` on; returns (evaluation history, final state)."""
+  """The epoch loop from `state.step` on; returns (evaluation history, final state).
+
+  evaluate_fn(state, epoch) -> the test metrics of one evaluation (`evaluate_both`)."""
   step = start = int(state.step)
   total_steps = steps_per_epoch * config.num_epochs
   t_log, imgs_since_log, pending = time.time(), 0, []
@@ -232,10 +261,16 @@ def _loop(config, dataset, state, train_step, guard, eval_step, writer, ckpt, st
         raise preemption.Preempted(step, stop.signal_name)
     epoch_done = epoch + 1
     if epoch_done % config.eval_every_epochs == 0 or epoch_done == config.num_epochs:
-      result = evaluate(eval_step, state, dataset, config.data.eval_batch_size, par)
+      result = evaluate_fn(state, epoch)
       writer.write_scalars(step, result)
-      LOG.info("epoch %d: test accuracy %.4f (error %.2f%%)", epoch_done,
-               result["test_accuracy"], result["test_error"])
+      if REESTIMATED in "".join(result):
+        LOG.info("epoch %d: test error %.2f%% with running BN statistics, %.2f%% with "
+                 "statistics re-estimated on %d training batches (%.1f s)", epoch_done,
+                 result["test_error"], result["test_error" + REESTIMATED],
+                 result["bn_reestimate_batches"], result["bn_reestimate_seconds"])
+      else:
+        LOG.info("epoch %d: test accuracy %.4f (error %.2f%%)", epoch_done,
+                 result["test_accuracy"], result["test_error"])
       history.append({"epoch": epoch_done, "step": step, **result})
       if jax.process_index() == 0:
         run_log.write_json_atomic(history_path, history)
@@ -246,11 +281,15 @@ def _loop(config, dataset, state, train_step, guard, eval_step, writer, ckpt, st
 
 
 def summarise(config, plan, history) -> dict:
-  errors = [h["test_error"] for h in history]
-  return {
+  """Final and best test error over the evaluations, with each kind of BN statistics present."""
+  summary = {
       "method": config.method.name, "dataset": config.data.name,
       "model": f"{config.model.arch}{config.model.depth}", "split": config.split.preset,
       "num_modules": plan.num_modules, "epochs": history[-1]["epoch"] if history else 0,
-      "final_test_error": errors[-1] if errors else None,
-      "best_test_error": min(errors) if errors else None,
   }
+  for suffix in ("", REESTIMATED):
+    errors = [h[f"test_error{suffix}"] for h in history if f"test_error{suffix}" in h]
+    if errors or not suffix:
+      summary[f"final_test_error{suffix}"] = errors[-1] if errors else None
+      summary[f"best_test_error{suffix}"] = min(errors) if errors else None
+  return summary

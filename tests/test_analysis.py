@@ -146,6 +146,13 @@ def _read_csv(path):
 
 def test_runs_as_written_by_the_trainer(tiny_runs):
   assert os.path.exists(os.path.join(tiny_runs["dgl"], "summary.json"))
+  # the quickstart config evaluates with both kinds of BN statistics (512 images = 8 batches)
+  history = _read_json(os.path.join(tiny_runs["dgl"], "history.json"))
+  summary = _read_json(os.path.join(tiny_runs["dgl"], "summary.json"))
+  assert history[-1]["bn_reestimate_batches"] == 8 and history[-1]["bn_reestimate_seconds"] > 0
+  assert summary["final_test_error_bn_reestimated"] == history[-1]["test_error_bn_reestimated"]
+  assert 0 < summary["final_test_error_bn_reestimated"] < 100
+  assert summary["final_test_error"] == history[-1]["test_error"]
   assert not os.path.exists(os.path.join(tiny_runs["bp"], "summary.json"))
   assert [h["epoch"] for h in _read_json(os.path.join(tiny_runs["bp"], "history.json"))] == [1]
 
@@ -286,6 +293,54 @@ def test_compare_reads_a_run_being_written(tmp_path):
   assert (row["epochs"], row["best_test_error"], row["last_step"]) == ("0/2", None, 8)
   assert row["step_time_s"] == pytest.approx(np.median([64 / 128.0, 64 / 64.0]))
   assert "n/a" in compare.format_table([row])
+
+
+def _synthetic_run(root, name, method, seed, errors, errors_bn=None, finished=True):
+  """A run folder as the trainer writes it: config.json, history.json (one entry per epoch),
+  summary.json when finished."""
+  run = root / name
+  run.mkdir()
+  config = _tiny_config("", method, len(errors))
+  config.seed = seed
+  (run / "config.json").write_text(config.to_json())
+  history = [{"epoch": e + 1, "step": 10 * (e + 1), "test_error": err,
+              "test_accuracy": 1 - err / 100} for e, err in enumerate(errors)]
+  for h, err in zip(history, errors_bn or []):
+    h["test_error_bn_reestimated"] = err
+  (run / "history.json").write_text(json.dumps(history))
+  if finished:
+    (run / "summary.json").write_text(json.dumps({"num_modules": 3}))
+  return str(run)
+
+
+def test_compare_groups_seeds_into_mean_and_std(tmp_path, capsys):
+  runs = [_synthetic_run(tmp_path, f"dgl_s{s}", "dgl", s, [30.0, e], [28.0, b], finished=s < 2)
+          for s, e, b in ((0, 20.0, 18.0), (1, 22.0, 19.0), (2, 27.0, 23.0))]
+  runs.append(_synthetic_run(tmp_path, "bp_s0", "bp", 0, [25.0, 15.0]))
+  rows = compare.group_seeds([compare.read_run(r) for r in runs])
+  assert [r["run"] for r in rows] == ["dgl_s0 (3 seeds)", "bp_s0"]
+  dgl = rows[0]
+  finals = [20.0, 22.0, 27.0]
+  assert dgl["final_test_error"]["mean"] == pytest.approx(np.mean(finals))
+  assert dgl["final_test_error"]["std"] == pytest.approx(np.std(finals, ddof=1))
+  assert (dgl["final_test_error"]["min"], dgl["final_test_error"]["max"]) == (20.0, 27.0)
+  assert dgl["final_test_error_bn"]["mean"] == pytest.approx(20.0)
+  assert dgl["best_test_error"]["n"] == 3 and dgl["status"] == "2/3 finished"
+  assert dgl["seeds"] == [0, 1, 2]
+  assert dgl["curve"] == [(1, pytest.approx(70.0)), (2, pytest.approx(100 - np.mean(finals)))]
+  assert dgl["curve_std"] == [0.0, pytest.approx(np.std(finals, ddof=1))]
+
+  png = str(tmp_path / "out" / "seeds.png")
+  assert compare.main(runs + ["--format=markdown", f"--plot={png}"]) == 0
+  out = capsys.readouterr().out.splitlines()
+  assert "re-est. BN" in out[0] and len(out) == 4
+  assert f"{np.mean(finals):.2f} ± {np.std(finals, ddof=1):.2f} (20.00–27.00)" in out[2]
+  curve = _read_csv(str(tmp_path / "out" / "seeds.csv"))
+  assert float(curve[1]["test accuracy (%) std"]) == pytest.approx(np.std(finals, ddof=1))
+  assert compare.main(runs + ["--no-group_seeds", "--format=csv", "--plot="]) == 0
+  table = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+  assert [r["run"] for r in table] == ["dgl_s0", "dgl_s1", "dgl_s2", "bp_s0"]
+  assert float(table[2]["final_test_error"]) == 27.0 and table[2]["final_test_error_n"] == "1"
 
 
 # ----------------------------------------------------------------------------- plots

@@ -1,4 +1,6 @@
 """LR schedules (methods.md §10.3, §10.6) and the optimizer against hand-written PyTorch rules (§1.7)."""
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,6 +54,40 @@ def test_schedule_constant_within_epoch():
     vals = [float(sched(jnp.int32(ep * spe + i))) for i in range(spe)]
     assert vals == pytest.approx([optim.lr_for_epoch(cfg, ep, E)] * spe, rel=1e-6)
   assert float(sched(jnp.int32(E * spe + 3))) == pytest.approx(optim.lr_for_epoch(cfg, E - 1, E), abs=1e-7)
+
+
+def _per_step_closed_form(cfg, t, E, S):
+  """The module doc's per-step formulas, written out in plain Python."""
+  T, lr0 = E * S, cfg.lr
+  if cfg.schedule == "warmup_cosine":
+    W, s0 = cfg.warmup_epochs * S, 0.01
+    return s0 + (lr0 - s0) * t / W if t < W else 0.5 * lr0 * (1 + math.cos(math.pi * (t - W) / (T - W)))
+  if cfg.schedule == "cosine":
+    return 0.5 * lr0 * (1 + math.cos(math.pi * min(t, T) / T))
+  if cfg.schedule == "step":
+    return lr0 * 0.1 ** sum(t >= m * S for m in cfg.step_epochs)
+  if cfg.schedule == "milestones":
+    return lr0 * cfg.milestone_factor ** sum(t >= m * S for m in cfg.milestones)
+  return lr0
+
+
+@pytest.mark.parametrize("schedule", ["warmup_cosine", "cosine", "step", "milestones", "constant"])
+def test_per_step_schedule_closed_form(schedule):
+  E, S = 6, 7
+  cfg = _cfg(lr=0.4, schedule=schedule, schedule_unit="step", warmup_epochs=2,
+             step_epochs=(2, 4), milestones=(1, 3, 5), milestone_factor=0.25)
+  sched = jax.jit(optim.make_schedule(cfg, E, S))
+  for t in (0, 1, 6, 7, 13, 14, 15, 20, 21, 28, 35, 41, 42):
+    assert float(sched(jnp.int32(t))) == pytest.approx(_per_step_closed_form(cfg, t, E, S),
+                                                        rel=1e-5, abs=1e-7), t
+  if schedule in ("warmup_cosine", "cosine"):  # anneals within an epoch and ends at 0
+    assert float(sched(jnp.int32(E * S - 3))) < float(sched(jnp.int32(E * S - 4)))
+    assert float(sched(jnp.int32(E * S))) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_schedule_unit_is_validated():
+  with pytest.raises(ValueError, match=r"optim\.schedule_unit='batch'.*epoch, step"):
+    optim.validate_optim(_cfg(schedule_unit="batch"))
 
 
 def _grad(p):  # gradient of 0.5*sum(a*p^2) + b.p
