@@ -95,10 +95,13 @@ def main(argv):
     sys.exit(1)
   if jax.process_index() != 0:
     return
+  reestimated = summary.get("final_test_error_bn_reestimated")
   print(f"[{summary['method']}] {summary['model']} on {summary['dataset']}, "
         f"{summary['num_modules']} modules, {summary['epochs']} epochs: "
         f"final test error {summary['final_test_error']:.2f}%, "
-        f"best {summary['best_test_error']:.2f}%", flush=True)
+        f"best {summary['best_test_error']:.2f}%"
+        + ("" if reestimated is None else
+           f"; with re-estimated BN statistics {reestimated:.2f}%"), flush=True)
 
 
 if __name__ == "__main__":

@@ -103,6 +103,8 @@ def read_run(workdir: str) -> dict:
       "step_time_s": statistics.median(step_times) if step_times else None,
       "peak_memory_mib": _peak_memory_mib(metrics + ([summary] if summary else [])),
       "curve": [(h["epoch"], 100.0 * h["test_accuracy"]) for h in history],
+      "curve_bn": [(h["epoch"], 100.0 * h[f"test_accuracy{REESTIMATED}"]) for h in history
+                   if f"test_accuracy{REESTIMATED}" in h],
   }
 
 
@@ -147,10 +149,11 @@ def group_seeds(rows) -> list[dict]:
     row["step_time_s"] = statistics.median(times) if times else None
     peaks = [m["peak_memory_mib"] for m in members if m["peak_memory_mib"] is not None]
     row["peak_memory_mib"] = max(peaks) if peaks else None
-    common = sorted(set.intersection(*[{e for e, _ in m["curve"]} for m in members]))
-    per_epoch = [[dict(m["curve"])[e] for m in members] for e in common]
-    row["curve"] = [(e, statistics.fmean(v)) for e, v in zip(common, per_epoch)]
-    row["curve_std"] = [statistics.stdev(v) for v in per_epoch]
+    for curve in ("curve", "curve_bn"):
+      common = sorted(set.intersection(*[{e for e, _ in m[curve]} for m in members]))
+      per_epoch = [[dict(m[curve])[e] for m in members] for e in common]
+      row[curve] = [(e, statistics.fmean(v)) for e, v in zip(common, per_epoch)]
+      row[f"{curve}_std"] = [statistics.stdev(v) for v in per_epoch]
     out.append(row)
   return out
 
@@ -200,13 +203,17 @@ def format_table(rows, fmt: str = "text") -> str:
   return "\n".join(lines + ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells])
 
 
-def plot_curves(rows, png_path: str):
-  """Test accuracy per epoch; a seed group is its mean with ± std error bars."""
-  series = [plots.Series(f"{r['method']} ({r['run']})", [e for e, _ in r["curve"]],
-                         [a for _, a in r["curve"]], y_std=r.get("curve_std")) for r in rows]
+def plot_curves(rows, png_path: str, reestimated: bool = False):
+  """Test accuracy per epoch (with running BN statistics, or the re-estimated ones); a seed
+  group is its mean with ± std error bars."""
+  key = "curve_bn" if reestimated else "curve"
+  series = [plots.Series(f"{r['method']} ({r['run']})", [e for e, _ in r[key]],
+                         [a for _, a in r[key]], y_std=r.get(f"{key}_std")) for r in rows]
   datasets = sorted({r["dataset"] for r in rows})
+  stats = "re-estimated" if reestimated else "running"
   return plots.line_plot(png_path, series, "epoch", "test accuracy (%)",
-                         f"Test accuracy per epoch ({', '.join(datasets)})", integer_x=True)
+                         f"Test accuracy per epoch, {stats} BN statistics ({', '.join(datasets)})",
+                         integer_x=True)
 
 
 def main(argv=None) -> int:
@@ -216,6 +223,8 @@ def main(argv=None) -> int:
   ap.add_argument("--format", choices=("text", "markdown", "csv"), default="text")
   ap.add_argument("--plot", default="compare.png",
                   help="PNG of the test-accuracy curves (CSV next to it); empty: no plot")
+  ap.add_argument("--plot_bn", choices=("running", "reestimated"), default="running",
+                  help="which test accuracy the plot draws")
   ap.add_argument("--group_seeds", action=argparse.BooleanOptionalAction, default=True,
                   help="one row (mean ± std) per set of runs that differ in seed only")
   args = ap.parse_args(argv)
@@ -228,7 +237,7 @@ def main(argv=None) -> int:
     rows = group_seeds(rows)
   print(format_table(rows, args.format))
   if args.plot:
-    png, csv_file = plot_curves(rows, args.plot)
+    png, csv_file = plot_curves(rows, args.plot, args.plot_bn == "reestimated")
     print(f"wrote {png} and {csv_file}", file=sys.stderr)
   return 0
 
