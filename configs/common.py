@@ -54,6 +54,7 @@ def get_config():
   c.method.infopro.ixy_1 = 0.5
   c.method.infopro.ixx_2 = 0.0
   c.method.infopro.ixy_2 = 0.0
+  c.method.infopro.decoder_bce = "exact"      # exact | torch (the references' BCELoss(sigmoid))
   c.method.predsim = ml_collections.ConfigDict()
   c.method.predsim.beta = 0.99
   c.method.predsim.pool_target = 512

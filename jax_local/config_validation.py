@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import jax
 
-from jax_local import divergence, methods, optim, plugins, splits
+from jax_local import divergence, losses, methods, optim, plugins, splits
 from jax_local.plugins import hilo, leap, momentum, pff, schedules
 from jax_local.heads import imagenet as imagenet_heads
 from jax_local.models import ARCHS, build_backbone
@@ -82,6 +82,8 @@ def validate_config(config) -> splits.Split:
   _choice("method.dgl_head", config.method.dgl_head, DGL_HEADS)
   _choice("method.infopro.classifier", config.method.infopro.classifier, INFOPRO_CLASSIFIERS)
   _choice("method.infopro.loss_mode", config.method.infopro.loss_mode, INFOPRO_LOSS_MODES)
+  _choice("method.infopro.decoder_bce", config.method.infopro.get("decoder_bce", "exact"),
+          losses.DECODER_BCE)
   if not 0.0 <= config.method.predsim.beta <= 1.0:
     raise ConfigError(f"config.method.predsim.beta={config.method.predsim.beta} must be in [0, 1]")
   _choice("executor", config.executor, EXECUTORS)

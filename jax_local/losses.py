@@ -25,29 +25,53 @@ def accuracy(logits, labels):
   return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
 
 
-def _safe_log_clamped(p, cond):
-  """max(log p, -100) where cond, else -100, with finite gradients everywhere."""
-  return jnp.where(cond, jnp.maximum(jnp.log(jnp.where(cond, p, 1.0)), -100.0), -100.0)
+DECODER_BCE = ("exact", "torch")   # `method.infopro.decoder_bce`: bce_with_logits' two forms
 
 
 def bce_with_logits(logits, target, torch_clamp: bool = False):
-  """Mean binary cross-entropy of sigmoid(logits) vs target in [0, 1] (methods.md §1.5).
+  """Mean binary cross-entropy of sigmoid(logits) vs target in [0, 1] (docs/methods.md, decoder BCE).
 
   logits, target: same shape (e.g. [N, H, W, 3]); the mean runs over all elements.
-  Default: −[t·logσ(x) + (1−t)·logσ(−x)] with a stable log-sigmoid.
-  torch_clamp=True: PyTorch `BCELoss(sigmoid(x))`, p = σ(x) in float32 and each log clamped
-  at −100: −[t·max(log p, −100) + (1−t)·max(log(1−p), −100)]. Saturated pixels (p == 0 or 1
-  in float32) then contribute the clamped value and, as in PyTorch, zero gradient.
+  Default ("exact"): l = -[t*log(sigmoid(z)) + (1-t)*log(sigmoid(-z))] = softplus(z) - t*z, with
+  dl/dz = sigmoid(z) - t.
+  torch_clamp=True ("torch", the references' `nn.BCELoss()(sigmoid(z), t)`): p = sigmoid(z) in
+  float32, l = -[t*max(log p, -100) + (1-t)*max(log(1-p), -100)], and PyTorch's backward
+  dl/dz = (p - t) / max(p(1-p), 1e-12) * p(1-p). Where p(1-p) < 1e-12 (z below about -27.6)
+  the gradient is attenuated by p(1-p)/1e-12; where p rounds to 1 (z above about 17) the loss
+  is the clamped constant 100*(1-t) and the gradient is exactly 0.
   """
   x = logits.astype(jnp.float32)
   t = target.astype(jnp.float32)
   if torch_clamp:
-    p = jax.nn.sigmoid(x)
-    log_p = _safe_log_clamped(p, p > 0)
-    log_1mp = _safe_log_clamped(1.0 - p, p < 1)
-  else:
-    log_p, log_1mp = jax.nn.log_sigmoid(x), jax.nn.log_sigmoid(-x)
-  return -jnp.mean(t * log_p + (1.0 - t) * log_1mp)
+    return jnp.mean(_torch_bce(x, t))
+  return -jnp.mean(t * jax.nn.log_sigmoid(x) + (1.0 - t) * jax.nn.log_sigmoid(-x))
+
+
+def _clamped_log(q):
+  """max(log q, -100), with log 0 = -inf clamped to -100 as PyTorch's BCELoss does."""
+  return jnp.where(q > 0, jnp.maximum(jnp.log(jnp.where(q > 0, q, 1.0)), -100.0), -100.0)
+
+
+@jax.custom_vjp
+def _torch_bce(z, t):
+  """Element-wise PyTorch BCELoss(sigmoid(z), t), forward and backward as in `bce_with_logits`."""
+  return _torch_bce_fwd(z, t)[0]
+
+
+def _torch_bce_fwd(z, t):
+  p = jax.nn.sigmoid(z)
+  loss = -(t * _clamped_log(p) + (1.0 - t) * _clamped_log(1.0 - p))
+  return loss, (p, t)
+
+
+def _torch_bce_bwd(res, g):
+  p, t = res
+  slope = (1.0 - p) * p                                 # sigmoid's backward
+  grad_p = (p - t) / jnp.maximum(slope, 1e-12)          # BCELoss's backward, EPSILON = 1e-12
+  return g * grad_p * slope, jnp.zeros_like(t)
+
+
+_torch_bce.defvjp(_torch_bce_fwd, _torch_bce_bwd)
 
 
 def supcon(features, labels, temperature: float = 0.07, base_temperature: float = 0.07):

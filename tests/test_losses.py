@@ -5,6 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jax_local import losses
 from jax_local.resize import resize_align_corners
@@ -66,6 +67,65 @@ def test_bce_with_logits_both_modes():
   g = jax.grad(lambda z: losses.bce_with_logits(z, jnp.asarray(ts), torch_clamp=True))(
       jnp.asarray(xs))
   assert np.all(np.isfinite(g)) and float(g[0]) == 0.0  # PyTorch: no gradient when saturated
+
+
+def _torch_closed_form(z, t):
+  """PyTorch's BCELoss(sigmoid(z), t) in float32: loss and dloss/dz (docstring of
+  `losses.bce_with_logits`), written with numpy."""
+  z32 = np.float32(z)
+  p = np.float32(1) / (np.float32(1) + np.exp(-z32, dtype=np.float32))
+  with np.errstate(divide="ignore"):
+    log_p = max(np.log(p), -100.0) if p > 0 else -100.0
+    log_1mp = max(np.log(np.float32(1) - p), -100.0) if p < 1 else -100.0
+  loss = -(t * log_p + (1 - t) * log_1mp)
+  slope = float((np.float32(1) - p) * p)
+  return loss, (float(p) - t) / max(slope, 1e-12) * slope
+
+
+@pytest.mark.parametrize("z", [-35.0, -30.0, 16.0, 17.0, 20.0])
+@pytest.mark.parametrize("t", [0.0, 0.3, 1.0])
+def test_decoder_bce_exact_and_torch_closed_forms(z, t):
+  """exact: softplus(z) - t*z and sigmoid(z) - t; torch: the clamped loss and PyTorch's
+  attenuated / zero gradient, at the points where the two differ."""
+  zz, tt = jnp.asarray([z], jnp.float32), jnp.asarray([t], jnp.float32)
+  for torch_clamp in (False, True):
+    loss, grad = jax.value_and_grad(lambda a: losses.bce_with_logits(a, tt, torch_clamp))(zz)
+    if torch_clamp:
+      want_loss, want_grad = _torch_closed_form(z, t)
+    else:
+      want_loss = math.log1p(math.exp(-abs(z))) + max(z, 0.0) - t * z
+      want_grad = 1 / (1 + math.exp(-z)) - t
+    np.testing.assert_allclose(float(loss), want_loss, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(grad[0]), want_grad, rtol=1e-4, atol=1e-12)
+  if z >= 17:   # sigmoid(z) == 1 in float32: the clamped constant, no gradient
+    assert float(losses.bce_with_logits(zz, tt, True)) == pytest.approx(100 * (1 - t))
+    assert float(jax.grad(lambda a: losses.bce_with_logits(a, tt, True))(zz)[0]) == 0.0
+  if z <= -30 and t > 0:  # p(1-p) < 1e-12: attenuated by p(1-p)/1e-12 < 0.1
+    exact = float(jax.grad(lambda a: losses.bce_with_logits(a, tt))(zz)[0])
+    torch = float(jax.grad(lambda a: losses.bce_with_logits(a, tt, True))(zz)[0])
+    assert abs(torch) < 0.1 * abs(exact)
+
+
+def test_decoder_bce_option_reaches_every_decoder():
+  """method.infopro.decoder_bce=torch sets the PyTorch BCE on the CIFAR and ImageNet InfoPro
+  heads and HPFF's quadrant decoders."""
+  from configs import common
+  from jax_local.heads import imagenet
+  from jax_local.plugins import base_heads
+  c = common.get_config()
+  c.method.infopro.loss_mode = "cross_entropy"  # the ImageNet heads' only mode
+  for kind, want in (("exact", False), ("torch", True)):
+    c.method.infopro.decoder_bce = kind
+    assert imagenet.infopro_head(c.method.infopro, 10, 1.0, 1.0).bce_torch_clamp is want
+    c.method.infopro.head_family = "imagenet_hpff"
+    assert imagenet.infopro_head(c.method.infopro, 10, 1.0, 1.0).bce_torch_clamp is want
+    del c.method.infopro["head_family"]
+    c.method.pff.mode = "code_quadrant_decoders"
+    head = base_heads.cascade(c.method, 10, (1.0, 1.0), c.method.pff)
+    assert head.parts[0].bce_torch_clamp is want
+  c.method.infopro.decoder_bce = "pytorch"
+  with pytest.raises(ValueError, match="decoder_bce='pytorch'.*exact, torch"):
+    imagenet.infopro_head(c.method.infopro, 10, 1.0, 1.0)
 
 
 # ---------------------------------------------------------------- SupCon (§5.3)

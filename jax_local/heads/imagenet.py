@@ -170,16 +170,28 @@ def head_family(infopro_config) -> str:
   return family
 
 
+def torch_bce(infopro_config) -> bool:
+  """Whether `method.infopro.decoder_bce` asks for PyTorch's BCE (`losses.bce_with_logits`);
+  raises ValueError if the value is unknown."""
+  kind = getattr(infopro_config, "decoder_bce", "exact") or "exact"
+  if kind not in losses.DECODER_BCE:
+    raise ValueError(f"config.method.infopro.decoder_bce={kind!r} is unknown; valid: "
+                     f"{', '.join(losses.DECODER_BCE)}")
+  return kind == "torch"
+
+
 def infopro_head(infopro_config, num_classes: int, lam_rec: float, lam_cls: float) -> nn.Module:
   """The InfoPro local head at weights (λ_rec, λ_cls) of the family of `config.method.infopro`."""
   ip, family = infopro_config, head_family(infopro_config)
   if family == "cifar":
     return InfoProHead(lambda_rec=lam_rec, lambda_cls=lam_cls, classifier=ip.classifier,
                        loss_mode=ip.loss_mode, num_classes=num_classes,
-                       feature_dim=ip.feature_dim, temperature=ip.temperature)
+                       feature_dim=ip.feature_dim, temperature=ip.temperature,
+                       bce_torch_clamp=torch_bce(ip))
   if ip.loss_mode != "cross_entropy":
     raise ValueError(f"config.method.infopro.head_family={family!r} trains with softmax CE only; "
                      "set method.infopro.loss_mode='cross_entropy'")
   hpff = family == "imagenet_hpff"
   return ImageNetInfoProHead(lambda_rec=lam_rec, lambda_cls=lam_cls, num_classes=num_classes,
-                             decoder_variant="hpff" if hpff else "infopro", quadrant_bce=hpff)
+                             decoder_variant="hpff" if hpff else "infopro", quadrant_bce=hpff,
+                             bce_torch_clamp=torch_bce(ip))

@@ -66,7 +66,9 @@ def cascade(mc, num_classes: int, lam, pff) -> nn.Module:
   if pff.mode == "code_quadrant_decoders":
     if lam_rec == 0:
       return cls
-    return pff_lib.SumHead((pff_lib.QuadrantDecoderHead(lam_rec), cls), ("dec", "cls"))
+    decoders = pff_lib.QuadrantDecoderHead(lam_rec,
+                                           bce_torch_clamp=imagenet_heads.torch_bce(mc.infopro))
+    return pff_lib.SumHead((decoders, cls), ("dec", "cls"))
   if pff.mode != "paper_shared_avg":
     raise ValueError(f"method.pff.mode={pff.mode!r} is unknown; valid: {', '.join(pff_lib.MODES)}")
   dec = _infopro(mc, num_classes, lam_rec, 0.0)

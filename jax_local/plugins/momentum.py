@@ -158,4 +158,4 @@ def _stem_tail(mc, num_classes: int) -> nn.Module:
   lam_rec, lam_cls = schedules.lambdas(ip, 0.0)
   return InfoProHead(lam_rec, lam_cls, classifier="1c2f", loss_mode="contrast",
                      num_classes=num_classes, feature_dim=ip.feature_dim,
-                     temperature=ip.temperature)
+                     temperature=ip.temperature, bce_torch_clamp=imagenet_heads.torch_bce(ip))
