@@ -3,13 +3,15 @@
 Small enough for a 2-core CPU: 2 epochs on the first 15,000 training images, full test split,
 cosine LR per step (to 0 at the end), and each evaluation also with BatchNorm statistics
 re-estimated on 20 training batches (README "Two test errors").
-`--config=configs/fashion_mnist_quickstart.py:<method>` picks the method (default dgl);
-scripts/quickstart.sh runs bp and dgl and prints both test errors.
+`--config=configs/fashion_mnist_quickstart.py:<method>[,<plugin>]` picks the method (default
+dgl) and an optional plug-in (hpff | mlaan | man; HPFF's patch nets run unrolled, as 7x7 maps
+do not split evenly); scripts/quickstart.sh trains bp, dgl and dgl,hpff and prints one table.
 """
-from configs import common
+from configs import common, plugin_grid
 
 
-def get_config(method: str = "dgl"):
+def get_config(arg: str = "dgl"):
+  method, *plugin = (arg or "dgl").split(",")
   c = common.get_config()
   c.num_epochs = 2
   c.data.name = "fashion_mnist"
@@ -29,4 +31,6 @@ def get_config(method: str = "dgl"):
   c.optim.schedule_unit = "step"       # anneals to 0 within the short run
   c.eval.bn_recompute_batches = 20     # also report the test error with re-estimated BN stats
   c.log_every_steps = 20
+  if plugin:
+    plugin_grid.set_plugin(c, method, plugin[0], patch_loop="unrolled")
   return c
