@@ -1,4 +1,4 @@
-"""bp on cifar10, ResNet-32 "K=16" (convention B: 15 modules), P400 recipe (methods.md §10.5)."""
+"""bp on cifar10, ResNet-32 "K=16" (convention B: 15 modules), P400 recipe (docs/methods.md §10.5)."""
 from configs import p400
 
 

@@ -1,5 +1,5 @@
 """predsim + MLAAN (MLM k=3 + LAM) on CIFAR-10, ResNet-32 "K=16" (convention B: 15 gradient-isolated
-modules), P400 recipe (methods.md §10.5; configs/plugin_grid.py)."""
+modules), P400 recipe (docs/methods.md §10.5; configs/plugin_grid.py)."""
 from configs import plugin_grid
 
 

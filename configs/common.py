@@ -1,6 +1,6 @@
 """Shared defaults of every experiment config. Experiment files call get_config() and override.
 
-The defaults are the InfoPro-family CIFAR recipe (methods.md §10.4/§10.5): SGD Nesterov 0.9,
+The defaults are the InfoPro-family CIFAR recipe (docs/methods.md §10.4/§10.5): SGD Nesterov 0.9,
 weight decay 1e-4 on all parameters, per-epoch warm-up blend into cosine, batch 1024, lr0 0.8.
 """
 import ml_collections
@@ -59,7 +59,7 @@ def get_config():
   c.method.predsim.beta = 0.99
   c.method.predsim.pool_target = 512
   c.method.predsim.zero_init_pred = True
-  # AugLocal (methods.md §6.3): the README settings are d=2 (ResNet-32), d=3 (ResNet-110).
+  # AugLocal (docs/methods.md §6.3): the README settings are d=2 (ResNet-32), d=3 (ResNet-110).
   c.method.auglocal = ml_collections.ConfigDict()
   c.method.auglocal.aux_depth = 2
   c.method.auglocal.pyramid = True

@@ -1,4 +1,4 @@
-"""PredSim on Fashion-MNIST with PredSim's own optimizer recipe (methods.md §10.6).
+"""PredSim on Fashion-MNIST with PredSim's own optimizer recipe (docs/methods.md §10.6).
 
 Adam lr 5e-4, no weight decay, batch 128, 200 epochs, LR x0.25 at epochs 100/150/175/188. The
 backbone is a CIFAR ResNet-20 with one block per module (the stem joins the first: 9 modules),

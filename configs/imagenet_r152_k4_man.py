@@ -1,4 +1,4 @@
-"""InfoPro + MAN K=4, ResNet-152 (MAN paper: 20.78 top-1 [S]); HPFF K=4 split (methods.md §9.2)."""
+"""InfoPro + MAN K=4, ResNet-152 (MAN paper: 20.78 top-1 [S]); HPFF K=4 split (docs/methods.md §9.2)."""
 from configs import imagenet_recipes
 
 

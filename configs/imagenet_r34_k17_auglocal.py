@@ -1,5 +1,5 @@
 """AugLocal, ResNet-34 K=17 (stem alone, one block per module, last block + fc), aux depth 4,
-no pyramid, no K reduction on ImageNet (methods.md §6.3); 200 epochs, batch 1024, lr 0.4."""
+no pyramid, no K reduction on ImageNet (docs/methods.md §6.3); 200 epochs, batch 1024, lr 0.4."""
 from configs import imagenet_recipes
 
 

@@ -1,5 +1,5 @@
 """MLAAN, ResNet-34 "K=17" = 16 modules, stem merged into 1.0 (MLAAN Table II: 25.31 / 7.88;
-BP 25.38 / 7.90). 150 epochs, batch 128, lr 0.05; zero-init bn2.γ (methods.md §1.3)."""
+BP 25.38 / 7.90). 150 epochs, batch 128, lr 0.05; zero-init bn2.γ (docs/methods.md §1.3)."""
 from configs import imagenet_recipes
 
 

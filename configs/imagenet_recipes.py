@@ -1,4 +1,4 @@
-"""ImageNet recipes (methods.md §10.8) shared by the `configs/imagenet_*.py` experiment files.
+"""ImageNet recipes (docs/methods.md §10.8) shared by the `configs/imagenet_*.py` experiment files.
 
 All: tfds `imagenet2012` at 224 px (§10.2), 1000 classes, SGD momentum 0.9 with Nesterov, wd 1e-4
 on every parameter, LR 0.5·lr0·(1 + cos(π·epoch/E)) per epoch without warm-up (`optim.schedule =
@@ -48,7 +48,7 @@ def get_imagenet_config(net: str, method: str, preset: str, recipe: str):
   c.data.drop_remainder = True
   c.data.shuffle_buffer = 16384
   c.model.arch, c.model.depth = ARCHS[net]
-  c.model.zero_init_residual = False    # on only for MLAAN ResNet-34 (methods.md §1.3)
+  c.model.zero_init_residual = False    # on only for MLAAN ResNet-34 (docs/methods.md §1.3)
   if net == "resnext101":
     c.model.groups, c.model.width_per_group = 32, 8
   c.split.preset = preset

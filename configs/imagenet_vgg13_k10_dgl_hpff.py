@@ -1,7 +1,7 @@
 """DGL + HPFF, VGG-13 K=10, HPFF recipe (HPFF Table 2: 32.49 / 11.22).
 
 No DGL+HPFF ImageNet code is published: HiLo k=2 with weights 0.001/0.999 and PFF on the
-classifier with shared patch nets (methods.md §7.4 [decision], "HPFF-style, project
+classifier with shared patch nets (docs/methods.md §7.4 [decision], "HPFF-style, project
 reconstruction")."""
 from configs import imagenet_recipes
 

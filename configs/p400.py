@@ -1,4 +1,4 @@
-"""The P400 protocol of AugLocal/HPFF/MAN/MLAAN (methods.md §10.5) for CIFAR-10, SVHN and STL-10.
+"""The P400 protocol of AugLocal/HPFF/MAN/MLAAN (docs/methods.md §10.5) for CIFAR-10, SVHN and STL-10.
 
 400 epochs; batch 1024 / lr0 0.8 on CIFAR-10 and SVHN, batch 128 / lr0 0.1 on STL-10; SGD
 Nesterov 0.9, wd 1e-4, warm-up blend + cosine (§10.3). Splits in convention B, the numbering of
@@ -9,7 +9,7 @@ InfoPro the paper's contrast/1c2f recipe at K=16 (§5.1); PredSim β=0.99 (§4.4
 from configs import common
 
 SPLITS = {32: "r32_k16_hpff", 110: "r110_k55_hpff"}
-# InfoPro (ixx_1, ixy_1, ixx_2, ixy_2) at K=16 (methods.md §5.1); R32 rows only exist for CIFAR-10,
+# InfoPro (ixx_1, ixy_1, ixx_2, ixy_2) at K=16 (docs/methods.md §5.1); R32 rows only exist for CIFAR-10,
 # so SVHN/STL-10 ResNet-32 reuse the CIFAR-10 ResNet-32 row.
 INFOPRO_LAMBDAS = {
     ("cifar10", 32): (5, 0.05, 0.2, 0.5), ("cifar10", 110): (5, 0, 0.5, 1),

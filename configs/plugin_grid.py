@@ -1,7 +1,7 @@
 """Plugin experiments: base (dgl | infopro | predsim | greedy) × plugin (hpff | mlaan | man), and
-AugLocal, on the P400 protocol (methods.md §10.5) or at CPU scale on Fashion-MNIST.
+AugLocal, on the P400 protocol (docs/methods.md §10.5) or at CPU scale on Fashion-MNIST.
 
-Recipes (methods.md §7-§9, §10.5):
+Recipes (docs/methods.md §7-§9, §10.5):
 - InfoPro inside HPFF/MLAAN/MAN: the plugins' README flags `--local_loss_mode cross_entropy
   --ixx_1 5 --ixy_1 0.5 --ixx_2 0 --ixy_2 0`, aux classifier 2c2f; [decision] the same on SVHN and
   STL-10 (only the CIFAR-10 command is published).

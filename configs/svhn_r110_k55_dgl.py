@@ -1,4 +1,4 @@
-"""dgl on svhn, ResNet-110 "K=55" (convention B: 54 modules), P400 recipe (methods.md §10.5)."""
+"""dgl on svhn, ResNet-110 "K=55" (convention B: 54 modules), P400 recipe (docs/methods.md §10.5)."""
 from configs import p400
 
 

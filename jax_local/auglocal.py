@@ -1,4 +1,4 @@
-"""AugLocal: auxiliary nets that mimic uniformly selected later layers (methods.md §6.3; quirk Q3).
+"""AugLocal: auxiliary nets that mimic uniformly selected later layers (docs/methods.md §6.3; quirk Q3).
 
 Layers are the split's modules: layer l has output width net_dim[l], n = number of layers (the
 AugLocal CIFAR splits are one block per layer: ResNet-32 n = 16, ResNet-110 n = 55).

@@ -161,7 +161,7 @@ def _validate_plugin(m, split) -> None:
           f"config.method.pff.mode={f.mode!r} (apply_to={f.apply_to!r}) patches a CIFAR InfoPro "
           f"decoder, but base {m.name!r} (infopro.head_family="
           f"{imagenet_heads.head_family(m.infopro)!r}) has none; use pff.mode='paper_shared_avg' with pff.apply_to='classifier' "
-          "(methods.md §7.4) or pff.mode='off'")
+          "(docs/methods.md §7.4) or pff.mode='off'")
   elif name == "mlaan":
     lam = m.lam
     _unit("method.lam.ema_decay", lam.ema_decay)

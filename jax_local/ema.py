@@ -5,7 +5,7 @@ can apply it like any block; the head applies `stop_gradient` to it, and the opt
 alone (`part_optimizer.PartOptimizer` freezes it). After each optimizer step
     ema <- decay * ema + (1 - decay) * theta_source
 over parameters only, where theta_source is the source block's parameters *before* the step
-(methods.md §1.6 item 5: the references update EMA copies before `optimizer.step()`).
+(docs/methods.md §1.6 item 5: the references update EMA copies before `optimizer.step()`).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Loss primitives (methods.md §1.5, §4.4, §5.3). Pure jnp functions, float32.
+"""Loss primitives (docs/methods.md §1.5, §4.4, §5.3). Pure jnp functions, float32.
 
 - `cross_entropy`, `accuracy`: softmax CE with integer labels, batch mean (§1.5).
 - `bce_with_logits`: decoder BCE from pre-sigmoid logits (§1.5), optional PyTorch clamp.
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 def cross_entropy(logits, labels):
   """Mean softmax CE. logits [N, K] float, labels [N] int -> scalar.
 
-  L = -(1/N) Σ_i log softmax(logits_i)[y_i]   (methods.md §1.5).
+  L = -(1/N) Σ_i log softmax(logits_i)[y_i]   (docs/methods.md §1.5).
   """
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   return -jnp.mean(jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1))
@@ -75,7 +75,7 @@ _torch_bce.defvjp(_torch_bce_fwd, _torch_bce_bwd)
 
 
 def supcon(features, labels, temperature: float = 0.07, base_temperature: float = 0.07):
-  """Single-view SupCon (methods.md §5.3), as in InfoPro's code (quirk Q22: minus sign kept).
+  """Single-view SupCon (docs/methods.md §5.3), as in InfoPro's code (quirk Q22: minus sign kept).
 
   features: [N, D], already L2-normalised; labels: [N] int.
   ℓ_i = −(τ/τ_b)·(1/max(|P(i)|,1))·Σ_{p∈P(i)} [z_i·z_p/τ − log Σ_{a≠i} exp(z_i·z_a/τ)],
@@ -101,7 +101,7 @@ def _safe_sqrt(v):
 
 
 def similarity_matrix(x):
-  """PredSim similarity matrix S(X) (methods.md §4.4). x: [N, H, W, C] or [N, ...] -> [N, N].
+  """PredSim similarity matrix S(X) (docs/methods.md §4.4). x: [N, H, W, C] or [N, ...] -> [N, N].
 
   1. If x is 4-D with C > 3 and H > 1: per-channel spatial std, unbiased (ddof=1) -> [N, C];
      otherwise flatten to [N, D].
@@ -124,7 +124,7 @@ def similarity_matrix(x):
 
 
 def similarity_loss(h, labels, num_classes: int):
-  """PredSim sim loss (methods.md §4.4): mean over N×N of (S(h) − S(onehot(y)))².
+  """PredSim sim loss (docs/methods.md §4.4): mean over N×N of (S(h) − S(onehot(y)))².
 
   h: [N, H, W, C] or [N, D]; labels: [N] int.
   """

@@ -1,4 +1,4 @@
-"""Base methods: which head and weight each module's independent term gets (methods.md §5-§6).
+"""Base methods: which head and weight each module's independent term gets (docs/methods.md §5-§6).
 
 - bp: one term spanning all modules, CE on the network's own classifier (§6.1).
 - greedy: InfoPro's 0c1f head with CE on every module, weight 1 (§5.4).
@@ -52,7 +52,7 @@ def build_plan(method_config, backbone: Backbone, split, num_classes: int) -> Pl
   plan = plugins.apply_plugins(method_config, plan, split, num_classes)
   if method_config.get("replicate_bn_calls", True):
     # Q23: the references run a module once per term whose window holds it, and each
-    # train-mode call updates its BN running statistics (methods.md §1.2)
+    # train-mode call updates its BN running statistics (docs/methods.md §1.2)
     plan = dataclasses.replace(
         plan, bn_updates=tuple(max(1, plan.num_terms_covering(m)) for m in range(plan.num_modules)))
   return plan

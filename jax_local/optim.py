@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules, per epoch (the papers') or per step (methods.md §1.7,
+"""Optimizers and learning-rate schedules, per epoch (the papers') or per step (docs/methods.md §1.7,
 §10.3-§10.7; docs: README "Schedules").
 
 `optim.schedule_unit` picks the unit:

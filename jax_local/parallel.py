@@ -1,4 +1,4 @@
-"""Data parallelism over a device mesh, on one host or many (DESIGN.md §8; conventions §5).
+"""Data parallelism over a device mesh, on one host or many (docs/design.md §8; docs/jax_notes.md §5).
 
 One mesh axis, `data`, over every device of every process. The global batch is sharded along
 its first axis (`NamedSharding(mesh, P("data"))`: device d holds rows [d·B/D, (d+1)·B/D));

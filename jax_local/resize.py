@@ -1,4 +1,4 @@
-"""Bilinear resize with PyTorch's align_corners=True semantics (methods.md §1.4).
+"""Bilinear resize with PyTorch's align_corners=True semantics (docs/methods.md §1.4).
 
 `jax.image.resize` uses half-pixel centres and therefore differs; this module builds the
 exact align-corners interpolation as two dense matrices and applies them with einsum.
@@ -13,7 +13,7 @@ import numpy as np
 
 
 def interp_matrix(n_in: int, n_out: int) -> np.ndarray:
-  """Dense [n_out, n_in] align-corners interpolation matrix (methods.md §1.4).
+  """Dense [n_out, n_in] align-corners interpolation matrix (docs/methods.md §1.4).
 
   Output pixel o reads src = o*(n_in-1)/(n_out-1) (src = 0 if n_out == 1) and mixes
   floor(src) and floor(src)+1 (clamped to the border) with weights (1-frac, frac).
@@ -35,7 +35,7 @@ def interp_matrix(n_in: int, n_out: int) -> np.ndarray:
 def resize_align_corners(x, out_hw: int | Sequence[int]):
   """Bilinear resize of NHWC `x` [N,H,W,C] -> [N,H_out,W_out,C], align_corners=True.
 
-  Equation (methods.md §1.4): y = M_h · x · M_wᵀ per sample and channel, i.e.
+  Equation (docs/methods.md §1.4): y = M_h · x · M_wᵀ per sample and channel, i.e.
   einsum("oh,nhwc->nowc") then einsum("pw,nhwc->nhpc"). Identity when sizes are equal;
   also valid for downsampling. Exact and differentiable.
   """

@@ -1,4 +1,4 @@
-"""Splits of a CIFAR ResNet into gradient-isolated modules (methods.md §3, §2.1, §6.3).
+"""Splits of a CIFAR ResNet into gradient-isolated modules (docs/methods.md §3, §2.1, §6.3).
 
 Block indexing. A CIFAR ResNet of depth 6n+2 (§2.1) is the ordered list of blocks
   0 = stem, then block s.b (stage s = 1..3, b = 0..n-1) at index 1 + (s-1)*n + b,
@@ -56,7 +56,7 @@ def block_label(depth: int, idx: int) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  """A CIFAR ResNet cut into gradient-isolated modules (methods.md §3.1 [decision]).
+  """A CIFAR ResNet cut into gradient-isolated modules (docs/methods.md §3.1 [decision]).
 
   `module_ends[i]` is the block index of the last stem-or-residual block of module i; the last
   entry is the final residual block 3n, and the classifier (index 3n+1) joins the last module.

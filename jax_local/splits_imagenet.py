@@ -1,4 +1,4 @@
-"""ImageNet ResNets, ResNeXts and VGGs cut into gradient-isolated modules (methods.md §3.3).
+"""ImageNet ResNets, ResNeXts and VGGs cut into gradient-isolated modules (docs/methods.md §3.3).
 
 Block indexing follows the backbones: a ResNet with stages (n1..n4) is [stem, 1.0 .. 4.{n4-1}, fc],
 block s.b at index 1 + Σ_{t<s} n_t + b (ResNeXt-101 shares ResNet-101's indices); a VGG is

@@ -22,7 +22,7 @@ def fashion_mnist(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fast_compile():
   """XLA with most optimisations off while a test module runs, for functional tests of real
-  networks (cheaper CPU compiles, as flax's train_test.py does; jax_conventions.md §11); not for
+  networks (cheaper CPU compiles, as flax's train_test.py does; docs/jax_notes.md §11); not for
   memory tests. Numerics are unchanged up to float rounding. Use with
   `pytestmark = pytest.mark.usefixtures("fast_compile")`."""
   import jax

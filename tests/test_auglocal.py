@@ -1,4 +1,4 @@
-"""AugLocal aux-net rules vs the derived table of methods.md §6.3 (picks, strides, depths)."""
+"""AugLocal aux-net rules vs the derived table of docs/methods.md §6.3 (picks, strides, depths)."""
 import pytest
 
 from jax_local import auglocal

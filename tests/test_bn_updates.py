@@ -1,4 +1,4 @@
-"""Quirk Q23: a module's BN running statistics get one update per covering term (methods.md §1.2)."""
+"""Quirk Q23: a module's BN running statistics get one update per covering term (docs/methods.md §1.2)."""
 import jax
 import numpy as np
 import pytest

@@ -12,7 +12,7 @@ from jax_local.models import build_backbone
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRID = sorted(os.path.basename(p)[:-3] for d in ("cifar10", "svhn", "stl10")
               for p in glob.glob(os.path.join(ROOT, "configs", f"{d}_r*_k*_*.py")))
-# the module counts the papers' "K" builds (methods.md §3.2): B for the bases and plugins,
+# the module counts the papers' "K" builds (docs/methods.md §3.2): B for the bases and plugins,
 # C minus AugLocal's merged top layers (d = 2 / 3) for AugLocal, BP one module
 MODULES = {("r32_k16", "bp"): 1, ("r110_k55", "bp"): 1, ("r32_k16", "auglocal"): 14,
            ("r110_k55", "auglocal"): 52, ("r32_k16", None): 15, ("r110_k55", None): 54}

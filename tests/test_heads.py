@@ -1,4 +1,4 @@
-"""Auxiliary heads (methods.md §1.3, §4.1-4.4, §5.1): shapes, init, losses, gradients."""
+"""Auxiliary heads (docs/methods.md §1.3, §4.1-4.4, §5.1): shapes, init, losses, gradients."""
 import math
 
 import flax

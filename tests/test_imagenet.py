@@ -88,7 +88,7 @@ def test_zero_init_residual_zeroes_the_last_bn_of_each_block():
 
 
 # ---------------------------------------------------------------------------------- splits
-PUBLISHED = {  # methods.md §3.3: preset -> (modules L, paper K)
+PUBLISHED = {  # docs/methods.md §3.3: preset -> (modules L, paper K)
     "r101_k2_infopro": (2, 2), "r101_k2_man": (2, 2), "r152_k2_infopro": (2, 2),
     "r152_k2_man": (2, 2), "resnext101_k2_infopro": (2, 2), "resnext101_k2_man": (2, 2),
     "r101_k4_hpff": (4, 4), "r152_k4_hpff": (4, 4), "resnext101_k4_hpff": (4, 4),

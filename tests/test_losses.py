@@ -1,5 +1,5 @@
 """Loss primitives and align-corners resize against independent NumPy loop implementations
-(methods.md §1.4, §1.5, §4.4, §5.3)."""
+(docs/methods.md §1.4, §1.5, §4.4, §5.3)."""
 import math
 
 import jax

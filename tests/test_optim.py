@@ -1,4 +1,4 @@
-"""LR schedules (methods.md §10.3, §10.6) and the optimizer against hand-written PyTorch rules (§1.7)."""
+"""LR schedules (docs/methods.md §10.3, §10.6) and the optimizer against hand-written PyTorch rules (§1.7)."""
 import math
 
 import jax

@@ -1,4 +1,4 @@
-"""EMA copies of MAN and LAM through the fused train step (methods.md §1.6.5, §8.2, §9.1).
+"""EMA copies of MAN and LAM through the fused train step (docs/methods.md §1.6.5, §8.2, §9.1).
 
 - EMA rule: after each step, ema ← m·ema + (1−m)·θ_source with θ_source the PRE-step parameters,
   checked against a hand computation over several steps;

@@ -1,4 +1,4 @@
-"""Patch Feature Fusion (methods.md §7.2): tiling, vmap == scan == unrolled, scan's memory."""
+"""Patch Feature Fusion (docs/methods.md §7.2): tiling, vmap == scan == unrolled, scan's memory."""
 import jax
 import jax.numpy as jnp
 import numpy as np

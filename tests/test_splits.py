@@ -1,4 +1,4 @@
-"""Split presets against the methods.md §3.2 table; constructors, generic splits, errors."""
+"""Split presets against the docs/methods.md §3.2 table; constructors, generic splits, errors."""
 import pytest
 
 from jax_local import splits as S

@@ -1,4 +1,4 @@
-"""Vectorised NumPy training augmentations on uint8 NHWC batches (methods.md §10.2).
+"""Vectorised NumPy training augmentations on uint8 NHWC batches (docs/methods.md §10.2).
 
 Every dataset uses the same family: pad by `pad` pixels (reflect or zero), take a random
 crop of the original size, optionally flip horizontally with probability 1/2:

@@ -1,4 +1,4 @@
-"""Offline Fashion-MNIST tfds builder reading Debian's idx files (jax_conventions.md §9).
+"""Offline Fashion-MNIST tfds builder reading Debian's idx files (docs/jax_notes.md §9).
 
 The stock `fashion_mnist` builder rejects the files of Debian's `dataset-fashion-mnist`
 package: they are re-gzipped without the FNAME header, so their sha256 differs from the

@@ -1,4 +1,4 @@
-"""ImageNet-1k: tfds `imagenet2012` via tf.data (methods.md §10.1-10.2, §10.8; conventions §6).
+"""ImageNet-1k: tfds `imagenet2012` via tf.data (docs/methods.md §10.1-10.2, §10.8; docs/jax_notes.md §6).
 
 `build_imagenet(config.data, seed, process_index, process_count)` returns an `ImageNetDataset`
 with the API of `input_pipeline.Dataset` (name, num_classes, image_shape, mean, std, num_train,
@@ -305,7 +305,7 @@ def build_imagenet(data_config, seed: int, process_index: int = 0,
 
 
 def device_prefetch(batches, size: int = 2, sharding=None):
-  """Keeps `size` batches in flight on the devices (jax_conventions.md §6, step 4).
+  """Keeps `size` batches in flight on the devices (docs/jax_notes.md §6, step 4).
 
   sharding: None -> `jax.device_put` (one process); a `jax.sharding.Sharding` of the global batch
   -> each process's local batch becomes its part of a global `jax.Array`

@@ -1,4 +1,4 @@
-"""In-memory input pipeline for the small datasets (methods.md §10.1-10.2, jax_conventions.md §6).
+"""In-memory input pipeline for the small datasets (docs/methods.md §10.1-10.2, docs/jax_notes.md §6).
 
 `build_dataset(config.data, seed)` loads a whole dataset into host memory as uint8 NHWC
 arrays and int32 labels, then serves NumPy batches:
@@ -29,7 +29,7 @@ import numpy as np
 
 from jax_local.data import augment as augment_lib
 
-# Per-channel (mean, std) in [0, 1] units (methods.md §10.2).
+# Per-channel (mean, std) in [0, 1] units (docs/methods.md §10.2).
 NORMALISATION = {
     "cifar10": ((125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255)),
     "svhn": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),

@@ -22,7 +22,7 @@ def apply_module(plan: Plan, i: int, params, stats, h, train: bool = True):
 
 
 def with_image01(batch, mean, std):
-  """Adds the decoder target x01 = image * std + mean (methods.md notation)."""
+  """Adds the decoder target x01 = image * std + mean (docs/methods.md notation)."""
   mean = jnp.asarray(mean, jnp.float32)
   std = jnp.asarray(std, jnp.float32)
   return {**batch, "image01": batch["image"] * std + mean}

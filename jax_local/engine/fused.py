@@ -2,7 +2,7 @@
 
 XLA shares the forward computations; gradient isolation comes from the stop_gradient at each
 term's first module. This does not realise the full memory savings of local learning
-(reference/jax_conventions.md §7.3): the sequential executor does.
+(docs/jax_notes.md §7.3): the sequential executor does.
 """
 from __future__ import annotations
 

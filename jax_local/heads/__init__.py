@@ -1,4 +1,4 @@
-"""Auxiliary heads for local learning (methods.md §4, §5).
+"""Auxiliary heads for local learning (docs/methods.md §4, §5).
 
 Every head is a flax.linen Module with `__call__(h, batch, train) -> (loss, metrics)`;
 see `jax_local.heads.common` for the exact contract.

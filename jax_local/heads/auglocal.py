@@ -1,4 +1,4 @@
-"""AugLocal auxiliary net (methods.md §6.3): fresh blocks mimicking later layers + a linear head."""
+"""AugLocal auxiliary net (docs/methods.md §6.3): fresh blocks mimicking later layers + a linear head."""
 from __future__ import annotations
 
 import flax.linen as nn

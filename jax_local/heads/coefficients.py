@@ -1,7 +1,7 @@
 """Loss coefficients of a head as values, not structure.
 
 Some heads carry per-module loss weights as fields (InfoPro's λ_rec, λ_cls change linearly with
-the module index, methods.md §5.1). Compiled into a program as constants, they would make every
+the module index, docs/methods.md §5.1). Compiled into a program as constants, they would make every
 module's head a different program; the sequential executor instead compiles the head's
 *structure* once and passes the coefficients in as arguments, so modules of equal shape share
 one program (ResNet-110 K=55 InfoPro: a handful of programs instead of 55).

@@ -1,4 +1,4 @@
-"""Shared head utilities and the plain logits-CE head (methods.md §1.5, §5.4, §6.2).
+"""Shared head utilities and the plain logits-CE head (docs/methods.md §1.5, §5.4, §6.2).
 
 Head interface (used by the engine): a `flax.linen.Module` with
 `__call__(h, batch, train) -> (loss, metrics)`, where `h` is NHWC features [N,H,W,C] (or
@@ -23,7 +23,7 @@ def ce_and_metrics(logits, labels, extra: dict | None = None):
 
 
 class LogitsCE(nn.Module):
-  """CE + accuracy on the network's own classifier output (methods.md §6.2, last module).
+  """CE + accuracy on the network's own classifier output (docs/methods.md §6.2, last module).
 
   h: logits [N, classes]. No parameters.
   """

@@ -1,4 +1,4 @@
-"""DGL auxiliary heads (methods.md §4.3, §5.4): CE on the head's logits, weight 1.
+"""DGL auxiliary heads (docs/methods.md §4.3, §5.4): CE on the head's logits, weight 1.
 
 kinds:
 - "mlp", "mlp-sr", "cnn": original DGL `aux(C, in_size, cnn, n_lin, mlp)` (§4.3a); "final" is

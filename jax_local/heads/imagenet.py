@@ -1,4 +1,4 @@
-"""ImageNet auxiliary heads (methods.md §4.6, §5.2, §7.3, §8; quirks Q9, Q17).
+"""ImageNet auxiliary heads (docs/methods.md §4.6, §5.2, §7.3, §8; quirks Q9, Q17).
 
 - `ImageNetDecoder`: 1x1 conv to 128 then conv-BN-ReLU stages with bilinear align-corners
   resizes up to the image size, last conv to 3 channels; every conv has a bias (§1.3). Plans by

@@ -1,5 +1,5 @@
 """InfoPro heads: reconstruction decoder, auxiliary classifiers, the combined local loss and
-its λ schedule (methods.md §4.1, §4.2, §5.1, §5.3, §5.4).
+its λ schedule (docs/methods.md §4.1, §4.2, §5.1, §5.3, §5.4).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ CLASSIFIER_CONFIGS = ("0c1f", "0c2f", "1c1f", "1c2f", "1c3f", "2c2f")
 
 
 def infopro_lambdas(j: int, k: int, ixx_1: float, ixy_1: float, ixx_2: float, ixy_2: float):
-  """λ weights of local module j = 0..k-2 for k modules (methods.md §5.1, convention A).
+  """λ weights of local module j = 0..k-2 for k modules (docs/methods.md §5.1, convention A).
 
   r_j = j/(k−2) if k > 2 else 0;  λ1 = ixx_1(1−r_j) + ixx_2·r_j (decoder BCE, I(h,x));
   λ2 = ixy_1(1−r_j) + ixy_2·r_j (SupCon/CE, I(h,y)). Returns (λ1, λ2) as Python floats.
@@ -30,7 +30,7 @@ def infopro_lambdas(j: int, k: int, ixx_1: float, ixy_1: float, ixx_2: float, ix
 
 
 def conv_a_spec(c: int):
-  """(width, stride) of the first aux-classifier conv for input width C (methods.md §4.2).
+  """(width, stride) of the first aux-classifier conv for input width C (docs/methods.md §4.2).
 
   16 -> (32, 2), 32 -> (64, 2), 64 -> (64, 1) as in the reference. [decision] For other widths
   (the reference asserts C in {16, 32, 64}): (2C, 2) if C < 64, else (C, 1).
@@ -39,7 +39,7 @@ def conv_a_spec(c: int):
 
 
 class Decoder(nn.Module):
-  """InfoPro CIFAR decoder (methods.md §4.1); returns pre-sigmoid logits.
+  """InfoPro CIFAR decoder (docs/methods.md §4.1); returns pre-sigmoid logits.
 
   h [N,H,W,C] -> resize to out_hw (bilinear, align_corners=True) -> conv3x3(C→12·widen, bias)
   -> BN -> ReLU -> conv3x3(12·widen→out_channels, bias) -> logits [N, out_hw[0], out_hw[1], 3].
@@ -57,7 +57,7 @@ class Decoder(nn.Module):
 
 
 class AuxClassifier(nn.Module):
-  """InfoPro auxiliary classifier / projection net (methods.md §4.2 table).
+  """InfoPro auxiliary classifier / projection net (docs/methods.md §4.2 table).
 
   h [N,H,W,C] -> [N, out_dim]. Convs are 3x3 without bias, each followed by BN + ReLU;
   conv_a as in `conv_a_spec(C)` (widths × widen); FC hidden width = int(hidden_dim·widen)
@@ -95,7 +95,7 @@ def l2_normalize(x, eps: float = 1e-12):
 
 
 class InfoProHead(nn.Module):
-  """InfoPro local loss of one module (methods.md §5.1, §4.1, §4.2, §5.3).
+  """InfoPro local loss of one module (docs/methods.md §5.1, §4.1, §4.2, §5.3).
 
   loss = λ_rec·BCE(Decoder(h), image01) + λ_cls·A(h, y), where A is SupCon on the
   L2-normalised classifier output (loss_mode "contrast", out dim feature_dim) or softmax CE
@@ -144,7 +144,7 @@ class InfoProHead(nn.Module):
 
 
 class ClassifierHead(nn.Module):
-  """AuxClassifier(config, num_classes) + softmax CE (methods.md §4.2, §5.4).
+  """AuxClassifier(config, num_classes) + softmax CE (docs/methods.md §4.2, §5.4).
 
   Greedy SL is config "0c1f"; AugLocal's "InfoPro" CE baseline head is "1c2f".
   h: [N,H,W,C]. Metrics: loss, ce, accuracy.

@@ -1,4 +1,4 @@
-"""PredSim local heads: similarity matching + pooled linear prediction (methods.md §4.4)."""
+"""PredSim local heads: similarity matching + pooled linear prediction (docs/methods.md §4.4)."""
 from __future__ import annotations
 
 import math
@@ -12,7 +12,7 @@ from jax_local.models.layers import Conv, Dense
 
 
 def predsim_pool(channels: int, dim: int | Sequence[int], target: int):
-  """PredSim pred-branch AvgPool geometry (methods.md §4.4 kernel selection).
+  """PredSim pred-branch AvgPool geometry (docs/methods.md §4.4 kernel selection).
 
   dim: spatial size (int for square, or (H, W)); target: max flattened size C·d_h·d_w.
   Start k_h = k_w = 1; while C·d_h·d_w > target and k_h < dim_h: k_h *= 2, d_h = ⌈dim_h/k_h⌉;
@@ -51,7 +51,7 @@ def avg_pool_include_pad(x, kernel: Sequence[int], pad: Sequence[int]):
 
 
 class PredSimHead(nn.Module):
-  """PredSim local loss L = (1−β)·CE(pred) + β·L_sim (methods.md §4.4).
+  """PredSim local loss L = (1−β)·CE(pred) + β·L_sim (docs/methods.md §4.4).
 
   h: [N,H,W,C] (conv block) or [N,D] (linear block).
   sim branch: conv3x3(C→C, pad 1, no bias) (Linear(D→D, no bias) for 2-D h), then

@@ -1,4 +1,4 @@
-"""CIFAR ResNet of depth 6n+2, the InfoPro variant used by every CIFAR reference (methods.md §2.1).
+"""CIFAR ResNet of depth 6n+2, the InfoPro variant used by every CIFAR reference (docs/methods.md §2.1).
 
 stem: conv3x3 3->16 (no bias), BN, ReLU; three stages of n BasicBlocks at 16/32/64 channels
 (stride 2 at the first block of stages 2 and 3); classifier: global average pool, Linear(64->classes).

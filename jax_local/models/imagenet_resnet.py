@@ -1,4 +1,4 @@
-"""ImageNet ResNets and ResNeXts, torchvision v1.5 layout (methods.md §2.2, §1.3).
+"""ImageNet ResNets and ResNeXts, torchvision v1.5 layout (docs/methods.md §2.2, §1.3).
 
 stem: conv7x7 s2 p3 3->64 (no bias), BN, ReLU, maxpool 3x3 s2 p1: [N,224,224,3] -> [N,56,56,64].
 Four stages at 56/28/14/7 px (stride 2 at the first block of stages 2-4, on the 3x3 conv):

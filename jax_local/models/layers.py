@@ -1,4 +1,4 @@
-"""Layers with the reference code's initialisation (methods.md §1.3).
+"""Layers with the reference code's initialisation (docs/methods.md §1.3).
 
 - Conv weights: untruncated He-normal with fan_out, N(0, 2 / (k_h * k_w * C_out)).
 - Linear layers: PyTorch default, weight and bias U(+-1/sqrt(fan_in)).

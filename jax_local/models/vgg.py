@@ -1,4 +1,4 @@
-"""VGG with BatchNorm, DGL's layer-wise setting (methods.md §2.3; `DGL imagenet_dgl/models/vgg.py`).
+"""VGG with BatchNorm, DGL's layer-wise setting (docs/methods.md §2.3; `DGL imagenet_dgl/models/vgg.py`).
 
 VGG-13 ("B"): conv3x3 p1 + BN + ReLU at widths 64, 64, M, 128, 128, M, 256, 256, M, 512, 512, M,
 512, 512, M (10 convs; M = maxpool 2x2 s2). One block per conv, named "conv0".."conv{n-1}": a block

@@ -1,4 +1,4 @@
-"""Plugins: enhancements that rewrite a base plan (DESIGN.md §3; methods.md §7-§9).
+"""Plugins: enhancements that rewrite a base plan (docs/design.md §3; docs/methods.md §7-§9).
 
 `config.method.plugin` picks one:
 - "hpff": HiLo cascades (window `method.hilo.k`, default 2) with Patch Feature Fusion on the

@@ -1,4 +1,4 @@
-"""The base method's heads as plugins use them (methods.md §7.1, §7.4, §8.1, §9.1).
+"""The base method's heads as plugins use them (docs/methods.md §7.1, §7.4, §8.1, §9.1).
 
 A plugin asks for three kinds of head on a base (greedy, dgl, infopro, predsim):
 - `tail`: the base's own local loss at given InfoPro weights (λ_rec, λ_cls) — MAN and LAM put it

@@ -1,10 +1,10 @@
-"""Copies of backbone blocks inside heads: trainable copies and EMA copies (methods.md §8.2, §9.1).
+"""Copies of backbone blocks inside heads: trainable copies and EMA copies (docs/methods.md §8.2, §9.1).
 
 A copy's parameters live in its head's parameter tree at `params["heads"][head][name]` with exactly
 the structure of the source block's parameters, and its BatchNorm running statistics at
 `batch_stats["heads"][head][name]` (its own, never averaged: §8.2 "EMA rule"). A frozen (EMA) copy
 enters the forward pass as `block(stop_gradient(θ_copy))(x)`: its parameters get exactly zero
-gradient while the gradient still flows through the branch into `x` and the backbone (DESIGN.md §4).
+gradient while the gradient still flows through the branch into `x` and the backbone (docs/design.md §4).
 The EMA rule itself is `jax_local.ema` (declared per copy as an `EmaPair`).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""HiLo / multilaminar cascades: independent + overlapping cascade terms (methods.md §7.1, §8.1).
+"""HiLo / multilaminar cascades: independent + overlapping cascade terms (docs/methods.md §7.1, §8.1).
 
 For a plan with L modules and window k (2: HPFF's HiLo; 3: MLAAN's MLM), the terms are
   for j = k−1 .. L−2:  ind_j = w_ind · IAN_j(E_j(sg a_j))                       (first = last = j)

@@ -1,4 +1,4 @@
-"""HPFF: HiLo cascades + Patch Feature Fusion on the cascade heads (methods.md §7.1-§7.4).
+"""HPFF: HiLo cascades + Patch Feature Fusion on the cascade heads (docs/methods.md §7.1-§7.4).
 
 Terms as `hilo.hilo_heads_and_terms` with window `hilo.k` (2) and weights 0.001/0.999. Heads per
 base (`base_heads`): IAN_j = the independent head (InfoPro: classifier alone, CE, weight 1);

@@ -1,4 +1,4 @@
-"""MLAAN: multilaminar cascades (MLM) + Leap Augmented Modules (LAM) (methods.md §8.1-§8.2).
+"""MLAAN: multilaminar cascades (MLM) + Leap Augmented Modules (LAM) (docs/methods.md §8.1-§8.2).
 
 LAM of the cascade term ending at module j takes the leap list B_j = [b_0, b_1, …] of later
 backbone blocks and runs, on the cascade output z (§8.2 code):
@@ -51,7 +51,7 @@ _PUBLISHED = {
                       (47, 48, "3.15 3.17"), (49, 51, "3.16 3.17"), (52, 52, "3.17")],
     "r34_k17_mlaan": [(0, 2, "2.0 2.1 3.0 4.0 4.2"), (3, 6, "2.1 3.0 4.0 4.2"),
                       (7, 12, "3.1 4.0 4.1"), (13, 13, "4.1 4.1 4.2"), (14, 14, "4.1 4.2")],
-    # methods.md §8.2 prints 7–30 / 31–32 and 11–47 / 48–49; the reference lists have one entry
+    # docs/methods.md §8.2: not 7–30 / 31–32 and 11–47 / 48–49; the reference lists have one entry
     # fewer (32 and 49, counted in configAux_new.py), which also keeps the block widths consistent.
     "r101_k34_mlaan": [(0, 2, "2.0 3.0 4.0 4.2"), (3, 6, "3.0 4.0 4.1"), (7, 29, "4.0 4.1"),
                        (30, 31, "4.1 4.2")],

@@ -1,9 +1,9 @@
-"""MAN / MAN++: momentum auxiliary network (methods.md §9.1, §9.3; quirks Q6, Q14, Q18).
+"""MAN / MAN++: momentum auxiliary network (docs/methods.md §9.1, §9.3; quirks Q6, Q14, Q18).
 
 For every module i < L−1, with B the first block of module i+1 (the "next block"):
   man:   y = LB_i(h) + EMA_i(h)                    (bias_form "parallel_block", the code)
   manpp: y = s_i·LB_i(h) + (2 − s_i)·EMA_i(h)       (learnable scalar s_i, initialised to 1)
-  param_offset: y = B(sg(θ_EMA) + b_i)(h)           ([decision] methods.md §9.1, b_i init 0)
+  param_offset: y = B(sg(θ_EMA) + b_i)(h)           ([decision] docs/methods.md §9.1, b_i init 0)
 then the base's head at B's output width; h = E_i(sg a_i) [N,H,W,C]. LB_i is a trainable copy of
 B; EMA_i is frozen and updated after each step as EMA_i ← m·EMA_i + (1−m)·θ_B (pre-step), m = 0.995.
 The real B gets nothing from this term; the gradient flows through both branches into E_i.

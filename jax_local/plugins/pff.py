@@ -1,4 +1,4 @@
-"""Patch Feature Fusion (HPFF, methods.md §7.2; quirk Q12).
+"""Patch Feature Fusion (HPFF, docs/methods.md §7.2; quirk Q12).
 
 Modes (`config.method.pff.mode`):
 - code_quadrant_decoders: the released CIFAR code. The CAN decoder is four InfoPro 2c decoders

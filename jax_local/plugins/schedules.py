@@ -1,4 +1,4 @@
-"""λ schedules of InfoPro-based plugin terms (methods.md §5.1-§5.2; quirks Q5, Q6).
+"""λ schedules of InfoPro-based plugin terms (docs/methods.md §5.1-§5.2; quirks Q5, Q6).
 
 A plugin term whose head reads the output of module j (0-based) gets the InfoPro weights
     λ_rec = ixx_1·(1−r) + ixx_2·r,   λ_cls = ixy_1·(1−r) + ixy_2·r
@@ -9,7 +9,7 @@ with r from `kind`:
 - man_stage (Q6, MAN and MLAAN-InfoPro code): r = s'/(K_cli−2), s' the stage number (1..3) of
   the block after module j (the first block of module j+1).
 - hpff_fixed, man_stage_fixed: the fixed forms, r = j/(L−2) (equal to infopro_module).
-  [decision] methods.md §5.2 writes the fix as "module number/(L−1)"; under convention B
+  [decision] (docs/methods.md §5.2) a fix "module number/(L−1)" would not do: under convention B
   K_cli−2 = L−1, so that reading would equal the quirk itself; we take the reading that makes the
   last auxiliary term reach r = 1.
 - constant: r = 0 (λ = ixx_1, ixy_1 everywhere).
