@@ -1,9 +1,10 @@
-"""Re-estimated BatchNorm statistics for evaluation ("precise BN"; README "Two test errors").
+"""Re-estimated BatchNorm statistics for evaluation ("precise BN"; docs/design.md §3.4, README
+"Two test errors").
 
 The running statistics that training keeps are an exponential moving average (momentum 0.9) of
 batch statistics taken at *earlier* parameters; after a short run at a high learning rate they
 lag the final network. Re-estimating them (Wu & Johnson 2021, "Rethinking 'Batch' in
-BatchNorm", §3) runs N training-mode forward passes of the backbone at fixed parameters over
+BatchNorm", section 3) runs N training-mode forward passes of the backbone at fixed parameters over
 augmented training batches and gives every backbone BN layer the plain average of the per-batch
 statistics:
 

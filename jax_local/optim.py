@@ -1,5 +1,5 @@
 """Optimizers and learning-rate schedules, per epoch (the papers') or per step (docs/methods.md §1.7,
-§10.3-§10.7; docs: README "Schedules").
+§10.3-§10.7; README "Train").
 
 `optim.schedule_unit` picks the unit:
   epoch  the references' rule: the LR is a function of the epoch only and is constant within an
