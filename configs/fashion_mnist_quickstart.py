@@ -1,6 +1,6 @@
 """The embedded default: Fashion-MNIST from Debian's files, a CIFAR ResNet-8 cut into 3 modules.
 
-Small enough for a 2-core CPU: 2 epochs on the first 15,000 training images, full test split,
+Small enough for a 2-core CPU: 2 epochs on the first 10,000 training images, full test split,
 cosine LR per step (to 0 at the end), and each evaluation also with BatchNorm statistics
 re-estimated on 20 training batches (README "Two test errors").
 `--config=configs/fashion_mnist_quickstart.py:<method>[,<plugin>]` picks the method (default
@@ -18,7 +18,7 @@ def get_config(arg: str = "dgl"):
   c.data.num_classes = 10
   c.data.batch_size = 128
   c.data.eval_batch_size = 1000
-  c.data.train_subset = 15000
+  c.data.train_subset = 10000
   c.model.depth = 8
   c.split.preset = "uniform_k3"
   c.method.name = method or "dgl"

@@ -57,7 +57,7 @@ def main():
   ap = argparse.ArgumentParser(description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("run_dirs", nargs="+", help="workdirs of finished runs, BP first")
-  ap.add_argument("--rounds", type=int, default=5)
+  ap.add_argument("--rounds", type=int, default=3)
   ap.add_argument("--steps_per_round", type=int, default=3)
   args = ap.parse_args()
   rows = [compare.read_run(d) for d in args.run_dirs]
