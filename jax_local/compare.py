@@ -80,7 +80,7 @@ def read_run(workdir: str) -> dict:
   errors_bn = [h[f"test_error{REESTIMATED}"] for h in history if f"test_error{REESTIMATED}" in h]
   modules = (summary or {}).get("num_modules", hparams.get("num_modules"))
   batch = config.data.batch_size
-  step_times = [batch / m["images_per_sec"] for m in metrics if m.get("images_per_sec", 0) > 0]
+  step_times = [batch / m["images_per_sec"] for m in metrics if (m.get("images_per_sec") or 0) > 0]
   train_steps = [m["step"] for m in metrics if "loss" in m]
   return {
       "run": os.path.basename(workdir.rstrip("/")), "workdir": workdir,
