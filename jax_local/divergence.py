@@ -16,8 +16,9 @@ optimizer's count, hence the data position and the LR schedule) advance, so a sk
 step with a zero update. Executors donate their input state, so undoing needs a copy taken before
 the step: one extra state-sized buffer and one device copy per step, which is why skip is opt-in.
 The guard counts the skipped steps (`Guard.skipped`, `Guard.window_skipped`); once they exceed
-`max_skipped` (the trainer passes `max_skipped_fraction` x the run's steps), `review` raises
-`TooManySkipped` (exit status `EXIT_TOO_MANY_SKIPPED`): a run that skipped that much did not train.
+`max_skipped` (the trainer passes `max_skipped_fraction` x the run's steps), `enforce_budget`
+raises `TooManySkipped` (exit status `EXIT_TOO_MANY_SKIPPED`): a run that skipped that much did
+not train.
 """
 from __future__ import annotations
 
@@ -119,6 +120,7 @@ class Guard:
     self.max_skipped = max_skipped
     self.skipped = skipped          # skipped steps in all, counted at each `review`
     self.window_skipped = 0         # skipped steps among the last `review`'s
+    self._last_bad = None           # (step, metrics) of the last skipped step
     self._finite = jax.jit(_finite)
     self._all = jax.jit(_all)
     self._copy = jax.jit(lambda t: jax.tree.map(jnp.copy, t))
@@ -142,8 +144,7 @@ class Guard:
     returns the finite steps' metrics as floats (all steps' if none is finite).
 
     stop mode: raises `Diverged` at the first non-finite step, naming `last_checkpoint` (a step
-    or None). skip mode: logs a warning per skipped step, counts them, and raises
-    `TooManySkipped` once the count exceeds `max_skipped`.
+    or None). skip mode: logs a warning per skipped step and counts them.
     """
     from jax_local.run_log import LOG
     steps, metrics = zip(*pending)
@@ -160,14 +161,19 @@ class Guard:
       LOG.warning("skipped step (no update): %s", diagnose(step, row))
     self.window_skipped = len(bad)
     self.skipped += len(bad)
+    if bad:
+      self._last_bad = bad[-1]
+    good = [r for _, r in rows if r["finite"]]
+    return good or [r for _, r in rows]
+
+  def enforce_budget(self) -> None:
+    """Raises `TooManySkipped` if more than `max_skipped` steps were skipped so far."""
     if self.skipped > self.max_skipped:
-      step, row = bad[-1]
+      step, row = self._last_bad
       raise TooManySkipped(
           f"on_nonfinite=skip skipped {self.skipped} steps by step {step}, more than the "
           f"{self.max_skipped:g} that max_skipped_fraction allows (last: {diagnose(step, row)}). "
           "Stopped: the run is not training; lower optim.lr", step)
-    good = [r for _, r in rows if r["finite"]]
-    return good or [r for _, r in rows]
 
   def check(self, pending, last_checkpoint) -> None:
     """Before a checkpoint between log steps: in stop mode, `review` if a pending step was

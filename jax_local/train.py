@@ -296,6 +296,7 @@ def _loop(config, dataset, state, train_step, guard, evaluate_fn, writer, ckpt, 
         mean_metrics["epoch"] = step / steps_per_epoch
         mean_metrics.update(memory.peak_memory_record())
         writer.write_scalars(step, mean_metrics)
+        guard.enforce_budget()  # after the record, so metrics.jsonl holds the count
         rate = (step - start) / max(now - t_run, 1e-9)
         LOG.info("epoch %d/%d step %d/%d | loss %.4f | lr %.4g | %.1f img/s | ETA %s%s",
                  epoch + 1, config.num_epochs, step, total_steps, mean_metrics["loss"],

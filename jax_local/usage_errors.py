@@ -6,7 +6,8 @@ Covered while the flags are parsed: an unknown config field (`--config.optim.lrr
 names of that level), a field at the wrong level (`--config.batch_size=256`: the dotted paths of
 the config's fields of that name, e.g. data.batch_size) and every other absl flag error; and
 raised by `main`: `app.UsageError`, `config_validation.ConfigError` (an impossible config) and
-`workdir_lock.WorkdirUnwritable`. The line reads "<program>: error: <message>".
+`workdir_lock.WorkdirUnwritable`. The line reads "<program>: error: <message>" (program: the
+script's name, or "python -m <module>").
 """
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ EXIT_USAGE = 2
 
 def fail(message: str) -> None:
   """Prints "<program>: error: <message>" as one line on stderr and exits with EXIT_USAGE."""
-  prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "jax_local"
-  if prog == "__main__.py":
-    prog = "python -m " + (sys.modules["__main__"].__spec__.name.rsplit(".__main__", 1)[0]
-                           if getattr(sys.modules["__main__"], "__spec__", None) else "jax_local")
+  spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+  if spec is not None and spec.name:   # python -m jax_local.memory
+    prog = "python -m " + spec.name.removesuffix(".__main__")
+  else:
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "jax_local"
   line = " ".join(str(message).split())
   print(f"{prog}: error: {line}", file=sys.stderr, flush=True)
   sys.exit(EXIT_USAGE)

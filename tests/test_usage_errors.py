@@ -1,0 +1,63 @@
+"""User mistakes end in one line on stderr with exit status 2 and leave no files: real launch.py
+and `python -m jax_local.memory` processes (run side by side), and the field hints in-process."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import fashion_mnist_quickstart
+from jax_local import usage_errors
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = f"--config={ROOT}/configs/fashion_mnist_quickstart.py"
+
+
+@pytest.mark.parametrize("path, message", [
+    ("optim.lrr", "--config.optim.lrr: config.optim has no field 'lrr'; did you mean "
+                  "--config.optim.lr?"),
+    ("batch_size", "--config.batch_size: config has no field 'batch_size'; did you mean "
+                   "--config.data.batch_size?"),
+    ("method.hilo.kk", "--config.method.hilo.kk: config.method.hilo has no field 'kk'; did you "
+                       "mean --config.method.hilo.k?"),
+    ("data.batch_size.x", "--config.data.batch_size.x: config.data.batch_size is a value, not a "
+                          "section"),
+    ("zzz", "--config.zzz: config has no field 'zzz'; config has: checkpoint_every_steps, data,"),
+    ("optim.lr", None),
+])
+def test_unknown_field_names_what_was_meant(path, message):
+  got = usage_errors.unknown_field_message(fashion_mnist_quickstart.get_config(), path)
+  assert got == message if message is None or not message.endswith(",") else \
+      got.startswith(message), got
+
+
+def test_user_errors_print_one_line_exit_2_and_leave_nothing(tmp_path):
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  (tmp_path / "file").write_text("")
+  cases = {
+      "wrong_level": ([sys.executable, "-m", "jax_local.memory", QUICKSTART,
+                       "--config.batch_size=256"],
+                      "python -m jax_local.memory: error: --config.batch_size: config has no field 'batch_size'; "
+                      "did you mean --config.data.batch_size?"),
+      "unknown_method": ([sys.executable, "launch.py", f"{QUICKSTART}:backprop",
+                          f"--workdir={tmp_path / 'unknown_method'}"],
+                         "launch.py: error: config.method.name='backprop' is not valid; choose "
+                         "one of: bp, greedy, dgl, infopro, predsim, auglocal"),
+      "unwritable": ([sys.executable, "launch.py", QUICKSTART,
+                      f"--workdir={tmp_path / 'file' / 'run'}"],
+                     f"launch.py: error: the workdir {tmp_path / 'file' / 'run'} is not writable"),
+      "device_ids": ([sys.executable, "launch.py", QUICKSTART, "--local_device_ids=7",
+                      f"--workdir={tmp_path / 'device_ids'}"],
+                     "launch.py: error: --local_device_ids=7: this process has devices 0 (each "
+                     "id at most once)"),
+  }
+  procs = {name: subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+           for name, (cmd, _) in cases.items()}
+  for name, proc in procs.items():
+    out, err = proc.communicate(timeout=300)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == usage_errors.EXIT_USAGE, (name, err[-3000:])
+    assert len(lines) == 1 and lines[0].startswith(cases[name][1]), (name, err[-3000:])
+    assert "Traceback" not in err and not out.strip(), (name, out, err)
+  assert sorted(os.listdir(tmp_path)) == ["file"]  # no workdir was created
