@@ -27,7 +27,7 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from jax_local import run_log, usage_errors
+from jax_local import usage_errors  # run_log (which imports TensorFlow) once the flags are valid
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
 flags.DEFINE_enum("distributed", "auto", ["auto", "slurm", "explicit", "off"],
@@ -60,6 +60,7 @@ def mock_data(num_examples: int, dataset: str):
     raise app.UsageError(f"--mock_data mocks stock tfds datasets; config.data.name is "
                          f"{dataset!r}")
   import tensorflow_datasets as tfds
+  from jax_local import run_log
   run_log.LOG.warning("--mock_data=%d: training on random data, not on %s", num_examples,
                       dataset)
   return tfds.testing.mock_data(num_examples=num_examples)
@@ -109,19 +110,22 @@ def main(argv):
         None if FLAGS.local_device_ids is None else [int(i) for i in FLAGS.local_device_ids])
   except ValueError as e:
     raise app.UsageError(str(e))
+  devices = None
+  if jax.process_count() == 1 and FLAGS.local_device_ids is not None:
+    devices = local_devices(FLAGS.local_device_ids)
+    jax.config.update("jax_default_device", devices[0])
+  from jax_local import config_validation, workdir_lock
+  # user errors first, before anything is printed, imported or written
+  config_validation.validate_config(FLAGS.config, None if devices is None else len(devices))
+  workdir_lock.check_writable(FLAGS.workdir)
+  from jax_local import run_log
   run_log.configure_console(verbose=jax.process_index() == 0)
   try:
     import tensorflow as tf  # keep TensorFlow (input pipeline, summaries) off the accelerators
     tf.config.experimental.set_visible_devices([], "GPU")
   except ImportError:
     pass
-  from jax_local import checkpointing, divergence, preemption, train, workdir_lock
-  devices = None
-  if jax.process_count() == 1 and FLAGS.local_device_ids is not None:
-    devices = local_devices(FLAGS.local_device_ids)
-    jax.config.update("jax_default_device", devices[0])
-  from jax_local import config_validation
-  config_validation.validate_config(FLAGS.config, None if devices is None else len(devices))
+  from jax_local import checkpointing, divergence, preemption, train
   run_log.LOG.info("JAX process %d/%d, %d devices in all, local devices: %s", jax.process_index(),
                    jax.process_count(), jax.device_count(), jax.local_devices())
   try:

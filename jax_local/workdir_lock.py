@@ -37,6 +37,23 @@ class WorkdirUnwritable(OSError):
   """The workdir cannot be created or written."""
 
 
+def check_writable(workdir: str) -> None:
+  """Raises WorkdirUnwritable unless `workdir` is a writable directory or could be created (its
+  nearest existing ancestor is a writable directory); creates nothing."""
+  path = os.path.abspath(workdir)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  problem = ("not a directory" if not os.path.isdir(path) else
+             "permission denied" if not os.access(path, os.W_OK | os.X_OK) else None)
+  if problem:
+    raise WorkdirUnwritable(_unwritable(workdir, f"{path}: {problem}"))
+
+
+def _unwritable(workdir: str, why) -> str:
+  return (f"the workdir {os.path.abspath(workdir)} is not writable ({why}); pass a --workdir "
+          "this user can create and write")
+
+
 def _process_start(pid: int) -> str | None:
   """The kernel's start time of `pid` (clock ticks since boot, /proc), or None if unknown."""
   try:
@@ -108,9 +125,7 @@ class WorkdirLock:
       raise
     except OSError as e:
       self._remove_created_dir()
-      raise WorkdirUnwritable(
-          f"the workdir {self.workdir} is not writable ({e.strerror or e}); pass a --workdir "
-          "this user can create and write") from None
+      raise WorkdirUnwritable(_unwritable(self.workdir, e.strerror or e)) from None
     self._fd = fd
     return self
 

@@ -46,10 +46,6 @@ def test_user_errors_print_one_line_exit_2_and_leave_nothing(tmp_path):
       "unwritable": ([sys.executable, "launch.py", QUICKSTART,
                       f"--workdir={tmp_path / 'file' / 'run'}"],
                      f"launch.py: error: the workdir {tmp_path / 'file' / 'run'} is not writable"),
-      "device_ids": ([sys.executable, "launch.py", QUICKSTART, "--local_device_ids=7",
-                      f"--workdir={tmp_path / 'device_ids'}"],
-                     "launch.py: error: --local_device_ids=7: this process has devices 0 (each "
-                     "id at most once)"),
   }
   procs = {name: subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
@@ -61,3 +57,16 @@ def test_user_errors_print_one_line_exit_2_and_leave_nothing(tmp_path):
     assert len(lines) == 1 and lines[0].startswith(cases[name][1]), (name, err[-3000:])
     assert "Traceback" not in err and not out.strip(), (name, out, err)
   assert sorted(os.listdir(tmp_path)) == ["file"]  # no workdir was created
+
+
+def test_local_device_ids_pick_devices_or_are_refused():
+  """With one process, --local_device_ids selects the mesh's devices (conftest: 8 CPU devices)."""
+  import jax
+  from absl import app
+  import launch
+  assert launch.local_devices(None) is None
+  assert launch.local_devices(["3", "1"]) == [jax.devices()[3], jax.devices()[1]]
+  for ids in (["8"], ["1", "1"], ["x"]):
+    with pytest.raises(app.UsageError, match=r"--local_device_ids=.*: (this process has devices "
+                       r"0, 1, 2, 3, 4, 5, 6, 7 \(each id at most once\)|give integers)"):
+      launch.local_devices(ids)
