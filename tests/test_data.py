@@ -196,6 +196,12 @@ def test_image_folder(tmp_path):
   with pytest.raises(ValueError, match=r"has 3 classes but config.data.num_classes = 5"):
     input_pipeline.build_dataset(
         data_config(name="image_folder", folder_root=root, num_classes=5), seed=0)
+  os.rename(os.path.join(root, "test", "dog"), os.path.join(root, "test", "Dog"))
+  with pytest.raises(ValueError, match=r"the class folders of train/ and test/ differ \(names "
+                     r"must match exactly, case included\): only in train/: dog; only in test/: "
+                     r"Dog$"):
+    input_pipeline.build_dataset(
+        data_config(name="image_folder", folder_root=root, num_classes=4), seed=0)
 
 
 def test_missing_stock_dataset_raises(tmp_path):
