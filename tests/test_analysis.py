@@ -158,6 +158,21 @@ def test_runs_as_written_by_the_trainer(tiny_runs):
   assert [h["epoch"] for h in _read_json(os.path.join(tiny_runs["bp"], "history.json"))] == [1]
 
 
+def test_evaluate_only_reproduces_the_history_of_a_run(tiny_runs, capsys):
+  from jax_local import evaluate
+  history = _read_json(os.path.join(tiny_runs["dgl"], "history.json"))
+  assert evaluate.main([f"--workdir={tiny_runs['dgl']}", f"--data_dir={tiny_runs['data_dir']}",
+                        "--json"]) == 0
+  result = json.loads(capsys.readouterr().out)
+  assert (result["step"], result["epoch"]) == (history[-1]["step"], 1)
+  for key in ("test_accuracy", "test_error", "test_loss", "test_accuracy_bn_reestimated"):
+    assert result[key] == pytest.approx(history[-1][key], abs=1e-6), key
+  assert result["test_examples"] == history[-1]["test_examples"]
+  assert evaluate.main([f"--workdir={tiny_runs['dgl']}", "--step=3"]) == 2
+  assert f"no checkpoint of step 3 in {tiny_runs['dgl']}/checkpoints; saved steps: " \
+      f"{history[-1]['step']}" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="session")
 def loaded(tiny_runs):
   """The two tiny runs restored (run_loading.LoadedRun), shared by the tests."""
