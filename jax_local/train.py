@@ -1,9 +1,10 @@
 """train_and_evaluate(config, workdir): build, resume, train, evaluate, checkpoint, summarise.
 
-Reads top to bottom: validate the config, load data, build the plan, initialise or restore the
-state, then loop over epochs (`_loop`). The workdir holds `checkpoints/`, `metrics.jsonl` (every
-logged scalar), `history.json` (one entry per evaluation), `config.json`, TensorBoard event files
-and, at the end, `summary.json`.
+Reads top to bottom: validate the config, take the workdir lock (`workdir_lock`, process 0),
+load data, build the plan, initialise or restore the state, then loop over epochs (`_loop`). The
+workdir holds `run.lock` while the run is live, `checkpoints/`, `metrics.jsonl` (every logged
+scalar), `history.json` (one entry per evaluation), `config.json`, TensorBoard event files and, at
+the end, `summary.json` (`summarise`).
 
 Scale (README "Running on clusters"): `parallel.Parallel` puts every device of every process on a
 `data` mesh axis; batches become global arrays sharded along it, the state is replicated, and the
@@ -14,7 +15,8 @@ checkpoint saves and restores.
 Faults (README "When things go wrong"): SIGTERM/SIGINT checkpoint the current step and raise
 `preemption.Preempted`; every step is checked for non-finite values on device
 (`divergence.Guard`); unreadable checkpoints are skipped (`checkpointing`); a config that differs
-from the saved `config.json` is reported.
+from the saved `config.json` is reported; with `on_nonfinite="skip"`, skipping more than
+`max_skipped_fraction` of the steps raises `divergence.TooManySkipped`.
 """
 from __future__ import annotations
 
