@@ -2,7 +2,7 @@
 
   usage_errors.run(main)      # in place of absl.app.run(main)
 
-Covered while the flags are parsed: an unknown config field (`--config.optim.lrr=1`: the close
+Covered while the flags are parsed: a config file that cannot be loaded, an unknown config field (`--config.optim.lrr=1`: the close
 names of that level), a field at the wrong level (`--config.batch_size=256`: the dotted paths of
 the config's fields of that name, e.g. data.batch_size) and every other absl flag error; and
 raised by `main`: `app.UsageError`, `config_validation.ConfigError` (an impossible config) and
@@ -103,11 +103,18 @@ def _override_error(argv, error: Exception) -> str:
 def parse_flags(argv):
   """absl's flag parsing with the errors of the module doc reported by `fail`."""
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
   except flags.Error as e:
     fail(str(e))
   except (AttributeError, KeyError) as e:
     fail(_override_error(argv, e))
+  if "config" in flags.FLAGS and flags.FLAGS["config"].value is not None:
+    try:  # ml_collections defers a config file that cannot be read to its first use
+      flags.FLAGS["config"].value.keys()
+    except OSError as e:
+      lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+      fail(f"--config={_config_argument(argv)}: cannot load the config file ({lines[-1]})")
+  return rest
 
 
 def run(main) -> None:

@@ -113,8 +113,8 @@ class WorkdirLock:
           os.close(fd)
           raise WorkdirLocked(self._held_message(previous))
         self.taken_over = previous
-        logging.getLogger("jax_local").warning("taking over %s: its owner (%s) is no longer running", self.path,
-                    describe(previous))
+        logging.getLogger("jax_local").warning(  # run_log.LOG, without importing run_log
+            "taking over %s: its owner (%s) is no longer running", self.path, describe(previous))
       me = {"host": socket.gethostname(), "pid": os.getpid(), "start_time": time.time(),
             "process_start": _process_start(os.getpid()), "argv": sys.argv}
       os.ftruncate(fd, 0)

@@ -39,6 +39,10 @@ def test_user_errors_print_one_line_exit_2_and_leave_nothing(tmp_path):
                        "--config.batch_size=256"],
                       "python -m jax_local.memory: error: --config.batch_size: config has no field 'batch_size'; "
                       "did you mean --config.data.batch_size?"),
+      "missing_config": ([sys.executable, "launch.py", f"--config={tmp_path / 'none.py'}",
+                          f"--workdir={tmp_path / 'missing_config'}"],
+                         f"launch.py: error: --config={tmp_path / 'none.py'}: cannot load the "
+                         "config file ([Errno 2] No such file or directory"),
       "unknown_method": ([sys.executable, "launch.py", f"{QUICKSTART}:backprop",
                           f"--workdir={tmp_path / 'unknown_method'}"],
                          "launch.py: error: config.method.name='backprop' is not valid; choose "
