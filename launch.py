@@ -11,7 +11,11 @@ trains, evaluates and checkpoints before the data are prepared. Its numbers mean
 
 Exit status: 0 trained to the end; 75 stopped by SIGTERM/SIGINT after checkpointing (relaunch
 the same command to resume; a second signal interrupts at once); 3 diverged (non-finite loss,
-gradients or state; the newest checkpoint is the last good one); 1 any other error.
+gradients or state; the newest checkpoint is the last good one); 4 on_nonfinite=skip skipped
+more than max_skipped_fraction of the steps; 5 another live run holds the workdir (its lock,
+README "What a workdir holds"); 2 a user error (unknown or misplaced config field, invalid
+config, unwritable workdir, bad flag), reported in one line before anything is written; 1 any
+other error.
 """
 import contextlib
 import os
@@ -23,7 +27,7 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from jax_local import run_log
+from jax_local import usage_errors  # run_log (which imports TensorFlow) once the flags are valid
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
 flags.DEFINE_enum("distributed", "auto", ["auto", "slurm", "explicit", "off"],
@@ -36,7 +40,8 @@ flags.DEFINE_integer("num_processes", None, "Number of processes (explicit start
 flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
 flags.DEFINE_list("local_device_ids", None,
                   "Devices this process uses, e.g. 0,1,2,3 (default: JAX's: all local devices; "
-                  "under SLURM on GPUs one per task, SLURM_LOCALID).")
+                  "under SLURM on GPUs one per task, SLURM_LOCALID). With one process the mesh "
+                  "spans these devices only.")
 flags.DEFINE_integer("mock_data", 0,
                      "> 0: train on tfds.testing.mock_data, this many random examples per split "
                      "(stock tfds datasets only; a smoke test of the config, not a result).")
@@ -55,9 +60,42 @@ def mock_data(num_examples: int, dataset: str):
     raise app.UsageError(f"--mock_data mocks stock tfds datasets; config.data.name is "
                          f"{dataset!r}")
   import tensorflow_datasets as tfds
+  from jax_local import run_log
   run_log.LOG.warning("--mock_data=%d: training on random data, not on %s", num_examples,
                       dataset)
   return tfds.testing.mock_data(num_examples=num_examples)
+
+
+def local_devices(ids):
+  """One process: the local devices of `ids` (jax device ids), or None for all; raises
+  app.UsageError for an id this process does not have."""
+  if ids is None:
+    return None
+  try:
+    wanted = [int(i) for i in ids]
+  except ValueError:
+    raise app.UsageError(f"--local_device_ids={','.join(ids)}: give integers, e.g. 0,1")
+  by_id = {d.id: d for d in jax.local_devices()}
+  missing = [i for i in wanted if i not in by_id]
+  if missing or not wanted or len(set(wanted)) != len(wanted):
+    raise app.UsageError(
+        f"--local_device_ids={','.join(ids)}: this process has devices "
+        f"{', '.join(map(str, sorted(by_id)))} (each id at most once)")
+  return [by_id[i] for i in wanted]
+
+
+def final_line(summary: dict) -> str:
+  """The line launch.py prints at the end of a run."""
+  reestimated = summary.get("final_test_error_bn_reestimated")
+  fmt = lambda v: "n/a" if v is None else f"{v:.2f}%"
+  return (f"[{summary['method']}, {summary['executor']} executor] {summary['model']} on "
+          f"{summary['dataset']}{' (MOCK DATA: numbers mean nothing)' if summary.get('mock') else ''}, "
+          f"{summary['num_modules']} modules, {summary['epochs']} epochs: "
+          f"final test error {fmt(summary['final_test_error'])}, "
+          f"best {fmt(summary['best_test_error'])} (epoch {summary.get('best_epoch')})"
+          + ("" if reestimated is None else
+             f"; with re-estimated BN statistics {fmt(reestimated)}")
+          + (f"; {summary['skipped_steps']} steps skipped" if summary.get("skipped_steps") else ""))
 
 
 def main(argv):
@@ -72,6 +110,15 @@ def main(argv):
         None if FLAGS.local_device_ids is None else [int(i) for i in FLAGS.local_device_ids])
   except ValueError as e:
     raise app.UsageError(str(e))
+  devices = None
+  if jax.process_count() == 1 and FLAGS.local_device_ids is not None:
+    devices = local_devices(FLAGS.local_device_ids)
+    jax.config.update("jax_default_device", devices[0])
+  from jax_local import config_validation, workdir_lock
+  # user errors first, before anything is printed, imported or written
+  config_validation.validate_config(FLAGS.config, None if devices is None else len(devices))
+  workdir_lock.check_writable(FLAGS.workdir)
+  from jax_local import run_log
   run_log.configure_console(verbose=jax.process_index() == 0)
   try:
     import tensorflow as tf  # keep TensorFlow (input pipeline, summaries) off the accelerators
@@ -83,26 +130,25 @@ def main(argv):
                    jax.process_count(), jax.device_count(), jax.local_devices())
   try:
     with mock_data(FLAGS.mock_data, FLAGS.config.data.name):
-      summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+      summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
+                                         mock_examples=FLAGS.mock_data, devices=devices)
+  except workdir_lock.WorkdirLocked as e:
+    print(f"launch.py: error: {e} (exit status {workdir_lock.EXIT_LOCKED})", file=sys.stderr,
+          flush=True)
+    sys.exit(workdir_lock.EXIT_LOCKED)
   except preemption.Preempted as e:
     run_log.LOG.warning("%s (exit status %d)", e, preemption.EXIT_PREEMPTED)
     sys.exit(preemption.EXIT_PREEMPTED)
   except divergence.Diverged as e:
-    run_log.LOG.error("%s (exit status %d)", e, divergence.EXIT_DIVERGED)
-    sys.exit(divergence.EXIT_DIVERGED)
+    run_log.LOG.error("%s (exit status %d)", e, e.exit_status)
+    sys.exit(e.exit_status)
   except (checkpointing.CheckpointMismatch, checkpointing.UnreadableCheckpoints) as e:
     run_log.LOG.error("%s", e)
     sys.exit(1)
   if jax.process_index() != 0:
     return
-  reestimated = summary.get("final_test_error_bn_reestimated")
-  print(f"[{summary['method']}] {summary['model']} on {summary['dataset']}, "
-        f"{summary['num_modules']} modules, {summary['epochs']} epochs: "
-        f"final test error {summary['final_test_error']:.2f}%, "
-        f"best {summary['best_test_error']:.2f}%"
-        + ("" if reestimated is None else
-           f"; with re-estimated BN statistics {reestimated:.2f}%"), flush=True)
+  print(final_line(summary), flush=True)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage_errors.run(main)

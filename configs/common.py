@@ -122,4 +122,6 @@ def get_config():
   c.checkpoint_every_steps = 0     # 0: at the end of every epoch only
   c.max_checkpoints_to_keep = 3
   c.on_nonfinite = "stop"          # stop | skip (undo the step; costs a state copy per step)
+  c.max_skipped_fraction = 0.01    # skip: the run fails (exit 4) once it skipped more than
+  #                                  this share of its steps
   return c

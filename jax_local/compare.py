@@ -5,11 +5,14 @@
 
 Reads only what a run writes (`jax_local/train.py`): config.json (method, plugin, network, split,
 epochs planned, batch), history.json (one test evaluation per epoch), metrics.jsonl (images/s
-per log step), summary.json (present once the run has finished) and hparams.json (module count).
+per log step), summary.json (present once the run has finished) and hparams.json (module count,
+mock data).
 Nothing is restored or run, so a run that is still training (or was interrupted) is read as far
 as it got.
 
-Columns: run (directory name), method (+plugin), net, split (preset, modules), status (finished
+Columns: run (directory name), method (+plugin), dataset ("(MOCK data)" for a `--mock_data`
+run, whose numbers mean nothing: its summary.json or hparams.json says so), net, split (preset,
+modules), status (finished
 when summary.json exists), epochs (evaluated / planned), best and final test error (%, over the
 evaluations so far; with the running BN statistics, and, for runs with
 `eval.bn_recompute_batches` > 0, also with re-estimated ones: README "Two test errors"), step time (s: median over the log steps of global batch / images per
@@ -40,7 +43,8 @@ from jax_local.analysis.run_records import (RunError, method_label, read_config,
                                             read_metrics)
 
 MIB = 2.0 ** 20
-COLUMNS = (("run", "run"), ("method", "method"), ("net", "net"), ("split", "split"),
+COLUMNS = (("run", "run"), ("method", "method"), ("dataset", "dataset"), ("net", "net"),
+           ("split", "split"),
            ("status", "status"), ("epochs", "epochs"), ("best_test_error", "best err %"),
            ("final_test_error", "final err %"),
            ("best_test_error_bn", "best err % (re-est. BN)"),
@@ -79,12 +83,14 @@ def read_run(workdir: str) -> dict:
   errors = [h["test_error"] for h in history]
   errors_bn = [h[f"test_error{REESTIMATED}"] for h in history if f"test_error{REESTIMATED}" in h]
   modules = (summary or {}).get("num_modules", hparams.get("num_modules"))
+  mock = bool((summary or {}).get("mock") or hparams.get("mock_data"))
   batch = config.data.batch_size
-  step_times = [batch / m["images_per_sec"] for m in metrics if m.get("images_per_sec", 0) > 0]
+  step_times = [batch / m["images_per_sec"] for m in metrics if (m.get("images_per_sec") or 0) > 0]
   train_steps = [m["step"] for m in metrics if "loss" in m]
   return {
       "run": os.path.basename(workdir.rstrip("/")), "workdir": workdir,
-      "method": method_label(config), "dataset": config.data.name,
+      "method": method_label(config), "mock": mock,
+      "dataset": config.data.name + (" (MOCK data)" if mock else ""),
       "net": f"{config.model.arch}{config.model.depth}",
       "split": f"{config.split.preset}, {'?' if modules is None else modules} module"
                + ("" if modules == 1 else "s"),
@@ -98,8 +104,8 @@ def read_run(workdir: str) -> dict:
       "best_test_error_bn": min(errors_bn) if errors_bn else None,
       "final_test_error_bn": errors_bn[-1] if errors_bn else None,
       "seed": config.get("seed"),
-      "seed_group": json.dumps({k: v for k, v in config.to_dict().items() if k != "seed"},
-                               sort_keys=True, default=str),
+      "seed_group": json.dumps({**{k: v for k, v in config.to_dict().items() if k != "seed"},
+                                "mock": mock}, sort_keys=True, default=str),
       "step_time_s": statistics.median(step_times) if step_times else None,
       "peak_memory_mib": _peak_memory_mib(metrics + ([summary] if summary else [])),
       "curve": [(h["epoch"], 100.0 * h["test_accuracy"]) for h in history],
@@ -222,12 +228,18 @@ def main(argv=None) -> int:
   ap.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
   ap.add_argument("--format", choices=("text", "markdown", "csv"), default="text")
   ap.add_argument("--plot", default="compare.png",
-                  help="PNG of the test-accuracy curves (CSV next to it); empty: no plot")
+                  help="figure of the test-accuracy curves, format from the extension (.png, "
+                       ".pdf, .svg; CSV next to it); empty: no plot")
   ap.add_argument("--plot_bn", choices=("running", "reestimated"), default="running",
                   help="which test accuracy the plot draws")
   ap.add_argument("--group_seeds", action=argparse.BooleanOptionalAction, default=True,
                   help="one row (mean ± std) per set of runs that differ in seed only")
   args = ap.parse_args(argv)
+  if args.plot:
+    try:
+      plots.figure_format(args.plot)
+    except ValueError as e:
+      ap.error(str(e))  # one line, exit status 2
   try:
     rows = [read_run(d) for d in args.run_dirs]
   except RunError as e:

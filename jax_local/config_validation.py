@@ -39,8 +39,9 @@ def _non_negative_int(field: str, value) -> None:
     raise ConfigError(f"config.{field}={value!r} must be an integer >= 0")
 
 
-def validate_config(config) -> splits.Split:
-  """Raises ConfigError on the first invalid field; returns the resolved split."""
+def validate_config(config, num_devices: int | None = None) -> splits.Split:
+  """Raises ConfigError on the first invalid field; returns the resolved split. num_devices:
+  the devices the run's mesh spans (default every device)."""
   _positive("num_epochs", config.num_epochs)
   _choice("data.name", config.data.name, DATASETS)
   _positive("data.batch_size", config.data.batch_size)
@@ -52,7 +53,8 @@ def validate_config(config) -> splits.Split:
   if config.data.train_subset < 0:
     raise ConfigError(f"config.data.train_subset={config.data.train_subset} must be >= 0 "
                       "(0 = the whole training split)")
-  devices, processes = jax.device_count(), jax.process_count()
+  devices = jax.device_count() if num_devices is None else num_devices
+  processes = jax.process_count()
   for field in ("batch_size", "eval_batch_size"):
     batch = config.data[field]
     if batch % devices or batch % processes:
@@ -92,6 +94,10 @@ def validate_config(config) -> splits.Split:
   _non_negative_int("eval.bn_recompute_batches", config.get("eval", {}).get("bn_recompute_batches", 0))
   _positive("max_checkpoints_to_keep", config.max_checkpoints_to_keep)
   _choice("on_nonfinite", config.get("on_nonfinite", "stop"), divergence.MODES)
+  fraction = config.get("max_skipped_fraction", 0.01)
+  if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+    raise ConfigError(f"config.max_skipped_fraction={fraction!r} must be a number in [0, 1] (the "
+                      "share of a run's steps that on_nonfinite=skip may skip before it fails)")
   _choice("data.on_bad_image", config.data.get("on_bad_image", "fail"), BAD_IMAGE_POLICIES)
   try:
     optim.validate_optim(config.optim)

@@ -15,6 +15,10 @@ optimizer moments) keep their values from before the step; integer leaves (the s
 optimizer's count, hence the data position and the LR schedule) advance, so a skipped step is a
 step with a zero update. Executors donate their input state, so undoing needs a copy taken before
 the step: one extra state-sized buffer and one device copy per step, which is why skip is opt-in.
+The guard counts the skipped steps (`Guard.skipped`, `Guard.window_skipped`); once they exceed
+`max_skipped` (the trainer passes `max_skipped_fraction` x the run's steps), `enforce_budget`
+raises `TooManySkipped` (exit status `EXIT_TOO_MANY_SKIPPED`): a run that skipped that much did
+not train.
 """
 from __future__ import annotations
 
@@ -23,15 +27,22 @@ import jax.numpy as jnp
 import numpy as np
 
 EXIT_DIVERGED = 3
+EXIT_TOO_MANY_SKIPPED = 4
 MODES = ("stop", "skip")
 
 
 class Diverged(FloatingPointError):
   """A non-finite loss, gradient or state at `step` stopped training."""
+  exit_status = EXIT_DIVERGED
 
   def __init__(self, message: str, step: int):
     super().__init__(message)
     self.step = step
+
+
+class TooManySkipped(Diverged):
+  """on_nonfinite="skip" skipped more steps than the run allows."""
+  exit_status = EXIT_TOO_MANY_SKIPPED
 
 
 def _finite(tree):
@@ -100,10 +111,16 @@ def diagnose(step: int, row: dict) -> str:
 class Guard:
   """Runs train steps with the check of the module doc, in `mode` ("stop" or "skip")."""
 
-  def __init__(self, mode: str):
+  def __init__(self, mode: str, max_skipped: float = float("inf"), skipped: int = 0):
+    """max_skipped: skip mode fails once more steps than this were skipped; skipped: the count
+    so far (a resumed run's)."""
     if mode not in MODES:
       raise ValueError(f"on_nonfinite={mode!r}; valid: {', '.join(MODES)}")
     self.mode = mode
+    self.max_skipped = max_skipped
+    self.skipped = skipped          # skipped steps in all, counted at each `review`
+    self.window_skipped = 0         # skipped steps among the last `review`'s
+    self._last_bad = None           # (step, metrics) of the last skipped step
     self._finite = jax.jit(_finite)
     self._all = jax.jit(_all)
     self._copy = jax.jit(lambda t: jax.tree.map(jnp.copy, t))
@@ -127,7 +144,7 @@ class Guard:
     returns the finite steps' metrics as floats (all steps' if none is finite).
 
     stop mode: raises `Diverged` at the first non-finite step, naming `last_checkpoint` (a step
-    or None). skip mode: logs a warning per skipped step.
+    or None). skip mode: logs a warning per skipped step and counts them.
     """
     from jax_local.run_log import LOG
     steps, metrics = zip(*pending)
@@ -142,8 +159,21 @@ class Guard:
                      "optim.lr, or set on_nonfinite=skip to skip such steps.", step)
     for step, row in bad:
       LOG.warning("skipped step (no update): %s", diagnose(step, row))
+    self.window_skipped = len(bad)
+    self.skipped += len(bad)
+    if bad:
+      self._last_bad = bad[-1]
     good = [r for _, r in rows if r["finite"]]
     return good or [r for _, r in rows]
+
+  def enforce_budget(self) -> None:
+    """Raises `TooManySkipped` if more than `max_skipped` steps were skipped so far."""
+    if self.skipped > self.max_skipped:
+      step, row = self._last_bad
+      raise TooManySkipped(
+          f"on_nonfinite=skip skipped {self.skipped} steps by step {step}, more than the "
+          f"{self.max_skipped:g} that max_skipped_fraction allows (last: {diagnose(step, row)}). "
+          "Stopped: the run is not training; lower optim.lr", step)
 
   def check(self, pending, last_checkpoint) -> None:
     """Before a checkpoint between log steps: in stop mode, `review` if a pending step was

@@ -341,4 +341,5 @@ if __name__ == "__main__":
                                  f"{flags.FLAGS.xla_dump_dir} --xla_dump_hlo_as_text").strip()
     main(argv)
 
-  app.run(_main)
+  from jax_local import usage_errors
+  usage_errors.run(_main)   # user errors: one line, exit status 2

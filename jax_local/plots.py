@@ -1,6 +1,7 @@
-"""Plain matplotlib figures for the analysis tools: every PNG gets a CSV of its numbers beside it.
+"""Plain matplotlib figures for the analysis tools: every figure gets a CSV of its numbers beside it.
 
-`line_plot("x/probe.png", ...)` writes `x/probe.png` and `x/probe.csv`. Figures are drawn on the
+`line_plot("x/probe.png", ...)` writes `x/probe.png` and `x/probe.csv`; the figure's format comes
+from its extension (`FORMATS`: .png, .pdf, .svg), so `x/probe.pdf` is a PDF. Figures are drawn on the
 Agg canvas directly (no pyplot, no global backend state), so they work headless and inside tests.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 DPI = 100
+FORMATS = ("png", "pdf", "svg")
 
 
 @dataclasses.dataclass
@@ -49,10 +51,20 @@ def _figure(size=(6.4, 4.0)):
   return fig
 
 
-def _save(fig, png_path: str) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(png_path)), exist_ok=True)
+def figure_format(path: str) -> str:
+  """"png", "pdf" or "svg" from the extension of `path`; ValueError for any other."""
+  ext = os.path.splitext(path)[1].lower().lstrip(".")
+  if ext not in FORMATS:
+    raise ValueError(f"figure path {path!r}: the format comes from the extension, one of "
+                     f"{', '.join('.' + f for f in FORMATS)}")
+  return ext
+
+
+def _save(fig, path: str) -> None:
+  fmt = figure_format(path)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.tight_layout()
-  fig.savefig(png_path, format="png", dpi=DPI)
+  fig.savefig(path, format=fmt, dpi=DPI)
 
 
 def line_plot(png_path: str, series: Sequence[Series], xlabel: str, ylabel: str, title: str,

@@ -1,7 +1,8 @@
 """Run records in the workdir: a JSONL metric writer, the atomic evaluation history, the config.
 
 `metrics.jsonl` holds one line per `write_scalars` call ({"step": s, name: value, ...}), so
-analysis tools read a run without TensorBoard. `history.json` holds one entry per evaluation
+analysis tools read a run without TensorBoard; it is strict JSON (a NaN or infinity is written
+as null and its name listed under "nonfinite"). `history.json` holds one entry per evaluation
 and is rewritten atomically (write to a temporary file, then rename). `config.json` is the
 config of the run; `config_diff` lists what a resumed run changed.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 from typing import Any, Mapping
@@ -50,8 +52,13 @@ class JsonlWriter(metric_writers.MetricWriter):
     self._file = open(path, "a", encoding="utf-8")
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
-    row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
-    self._file.write(json.dumps(row) + "\n")
+    """One strict-JSON line: a non-finite value is written as null, and its name listed under
+    "nonfinite"."""
+    values = {k: float(v) for k, v in scalars.items()}
+    bad = sorted(k for k, v in values.items() if not math.isfinite(v))
+    row = {"step": int(step), **{k: None if k in bad else v for k, v in values.items()},
+           **({"nonfinite": bad} if bad else {})}
+    self._file.write(json.dumps(row, allow_nan=False) + "\n")
     self._file.flush()
 
   def write_hparams(self, hparams: Mapping[str, Any]):

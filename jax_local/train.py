@@ -1,9 +1,10 @@
 """train_and_evaluate(config, workdir): build, resume, train, evaluate, checkpoint, summarise.
 
-Reads top to bottom: validate the config, load data, build the plan, initialise or restore the
-state, then loop over epochs (`_loop`). The workdir holds `checkpoints/`, `metrics.jsonl` (every
-logged scalar), `history.json` (one entry per evaluation), `config.json`, TensorBoard event files
-and, at the end, `summary.json`.
+Reads top to bottom: validate the config, take the workdir lock (`workdir_lock`, process 0),
+load data, build the plan, initialise or restore the state, then loop over epochs (`_loop`). The
+workdir holds `run.lock` while the run is live, `checkpoints/`, `metrics.jsonl` (every logged
+scalar), `history.json` (one entry per evaluation), `config.json`, TensorBoard event files and, at
+the end, `summary.json` (`summarise`).
 
 Scale (README "Running on clusters"): `parallel.Parallel` puts every device of every process on a
 `data` mesh axis; batches become global arrays sharded along it, the state is replicated, and the
@@ -14,7 +15,8 @@ checkpoint saves and restores.
 Faults (README "When things go wrong"): SIGTERM/SIGINT checkpoint the current step and raise
 `preemption.Preempted`; every step is checked for non-finite values on device
 (`divergence.Guard`); unreadable checkpoints are skipped (`checkpointing`); a config that differs
-from the saved `config.json` is reported.
+from the saved `config.json` is reported; with `on_nonfinite="skip"`, skipping more than
+`max_skipped_fraction` of the steps raises `divergence.TooManySkipped`.
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_local import (bn_reestimate, checkpointing, config_validation, divergence, memory,
-                       methods, optim, parallel, part_optimizer, preemption, run_log)
+                       methods, optim, parallel, part_optimizer, preemption, run_info, run_log,
+                       workdir_lock)
 from jax_local.data import input_pipeline
 from jax_local import engine
 from jax_local.engine import forward
@@ -36,9 +39,10 @@ from jax_local.run_log import LOG
 from jax_local.train_state import init_state
 
 
-def build(config, dataset):
-  """(plan, tx, schedule, steps_per_epoch) for a validated config and a loaded dataset."""
-  split = config_validation.validate_config(config)
+def build(config, dataset, num_devices: int | None = None):
+  """(plan, tx, schedule, steps_per_epoch) for a validated config and a loaded dataset
+  (num_devices: the mesh's, default every device)."""
+  split = config_validation.validate_config(config, num_devices)
   backbone = build_backbone(config.model, dataset.num_classes)
   plan = methods.build_plan(config.method, backbone, split, dataset.num_classes)
   steps_per_epoch = dataset.steps_per_epoch(config.data.batch_size, config.data.drop_remainder)
@@ -140,24 +144,56 @@ def _save_config(workdir: str, config_dict: dict, changed: bool, step: int) -> N
   run_log.write_json_atomic(path, config_dict)
 
 
-def train_and_evaluate(config, workdir: str, return_state: bool = False):
+def train_and_evaluate(config, workdir: str, return_state: bool = False, mock_examples: int = 0,
+                       devices=None):
   """Trains `config` in `workdir` (resuming if a checkpoint exists); returns the summary dict
   (and the final TrainState, replicated over the mesh, if return_state).
 
+  The config is validated before the workdir is created; process 0 then holds the workdir lock
+  (`workdir_lock`) until the end. `mock_examples` > 0 marks a run on mock data (summary and
+  hparams say so). `devices`: the devices of the mesh (default every device).
+
   Raises:
+    config_validation.ConfigError: an invalid config; nothing was written.
+    workdir_lock.WorkdirLocked: another live run holds the workdir; nothing was written.
+    workdir_lock.WorkdirUnwritable: the workdir cannot be created or written.
     preemption.Preempted: SIGTERM/SIGINT arrived; the step reached is checkpointed.
-    divergence.Diverged: a non-finite step with on_nonfinite="stop"; no checkpoint after it.
+    divergence.Diverged: a non-finite step with on_nonfinite="stop", or more skipped steps than
+      `max_skipped_fraction` allows with "skip" (`divergence.TooManySkipped`).
     checkpointing.CheckpointMismatch: the checkpoint holds arrays of other shapes.
   """
+  t_start = time.time()
+  config_validation.validate_config(config, num_devices=None if devices is None else len(devices))
+  lock = workdir_lock.WorkdirLock(workdir)
+  error = None
+  if jax.process_index() == 0:
+    try:
+      lock.acquire()
+    except (workdir_lock.WorkdirLocked, workdir_lock.WorkdirUnwritable) as e:
+      error = e
+  if jax.process_count() > 1:  # every process stops if process 0 could not take the lock
+    from jax.experimental import multihost_utils
+    if multihost_utils.broadcast_one_to_all(np.int32(error is not None)) and error is None:
+      raise workdir_lock.WorkdirLocked(f"process 0 could not take the lock of {workdir}")
+  if error is not None:
+    raise error
+  try:
+    return _train_and_evaluate(config, workdir, return_state, mock_examples, devices, t_start)
+  finally:
+    lock.release()
+
+
+def _train_and_evaluate(config, workdir, return_state, mock_examples, devices, t_start):
   os.makedirs(workdir, exist_ok=True)
-  config_validation.validate_config(config)
   config_dict = json.loads(config.to_json())
   changes = _report_config_changes(workdir, config_dict)
   with preemption.StopOnSignal() as stop:  # before data loading, so a signal then is graceful
     dataset = input_pipeline.build_dataset(config.data, config.seed, jax.process_index(),
                                            jax.process_count())
-    plan, tx, schedule, steps_per_epoch = build(config, dataset)
-    par = parallel.Parallel.from_config(config)
+    plan, tx, schedule, steps_per_epoch = build(config, dataset,
+                                                None if devices is None else len(devices))
+    par = parallel.Parallel.from_config(
+        config, None if devices is None else parallel.make_mesh(devices))
     _check_last_batch(config, dataset, par)
     LOG.info("%s", plan.description)
     LOG.info("gradient-isolated modules: %d; steps/epoch %d; %d epochs", plan.num_modules,
@@ -180,26 +216,39 @@ def train_and_evaluate(config, workdir: str, return_state: bool = False):
       state = par.init(init_fn, rng)
     start = int(state.step)
     history = [h for h in history if h["step"] <= start]
+    before = history[-1] if history else {}  # what the launches before this one counted
     _save_config(workdir, config_dict, bool(changes), start)
 
     train_step = par.train_step(config.executor, engine.make_train_step(
         config.executor, plan, tx, schedule, dataset.mean, dataset.std))
-    guard = divergence.Guard(config.get("on_nonfinite", "stop"))
+    total_steps = steps_per_epoch * config.num_epochs
+    guard = divergence.Guard(
+        config.get("on_nonfinite", "stop"),
+        max_skipped=config.get("max_skipped_fraction", 0.01) * total_steps,
+        skipped=before.get("skipped_steps", 0))
     eval_step = make_eval_step(plan, par)
     batch_statistics = bn_reestimate.make_batch_statistics(plan, par)
     writer = _writer(workdir)
     if start == 0:
-      writer.write_hparams({"config": config.to_json(), "num_modules": plan.num_modules})
+      writer.write_hparams({"config": config.to_json(), "num_modules": plan.num_modules,
+                            **({"mock_data": mock_examples} if mock_examples else {})})
+    elapsed_before = before.get("elapsed_s", 0.0)
     try:
-      evaluate_fn = lambda state, epoch: evaluate_both(config, eval_step, batch_statistics,
-                                                       state, dataset, epoch, par)
+      def evaluate_fn(state, epoch):
+        result = evaluate_both(config, eval_step, batch_statistics, state, dataset, epoch, par)
+        result.update(skipped_steps=guard.skipped,
+                      elapsed_s=elapsed_before + time.time() - t_start)
+        return result
+
       history, state = _loop(config, dataset, state, train_step, guard, evaluate_fn, writer,
                              ckpt, stop, history, history_path, steps_per_epoch, par)
     finally:
       writer.flush()
       ckpt.close()  # waits for the last (good) checkpoint, also when stopping on an error
 
-  summary = summarise(config, plan, history)
+  summary = summarise(config, plan, history, state.params,
+                      history[-1]["elapsed_s"] if history and "elapsed_s" in history[-1]
+                      else time.time() - t_start, mock_examples)
   if jax.process_index() == 0:
     run_log.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
   LOG.info("summary: %s", json.dumps(summary))
@@ -241,18 +290,21 @@ def _loop(config, dataset, state, train_step, guard, evaluate_fn, writer, ckpt, 
       if log_now or stop_now:
         rows = guard.review(pending, ckpt.latest_step())
         mean_metrics = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "finite"}
-        if len(rows) < len(pending):
-          mean_metrics["nonfinite_steps"] = len(pending) - len(rows)
+        if guard.mode == "skip":
+          mean_metrics["skipped_steps"] = guard.window_skipped
+          mean_metrics["skipped_steps_total"] = guard.skipped
         now = time.time()
         mean_metrics["images_per_sec"] = imgs_since_log / max(now - t_log, 1e-9)
         mean_metrics["epoch"] = step / steps_per_epoch
         mean_metrics.update(memory.peak_memory_record())
         writer.write_scalars(step, mean_metrics)
+        guard.enforce_budget()  # after the record, so metrics.jsonl holds the count
         rate = (step - start) / max(now - t_run, 1e-9)
-        LOG.info("epoch %d/%d step %d/%d | loss %.4f | lr %.4g | %.1f img/s | ETA %s",
+        LOG.info("epoch %d/%d step %d/%d | loss %.4f | lr %.4g | %.1f img/s | ETA %s%s",
                  epoch + 1, config.num_epochs, step, total_steps, mean_metrics["loss"],
                  mean_metrics["lr"], mean_metrics["images_per_sec"],
-                 format_eta((total_steps - step) / max(rate, 1e-9)))
+                 format_eta((total_steps - step) / max(rate, 1e-9)),
+                 f" | {guard.skipped} steps skipped" if guard.skipped else "")
         t_log, imgs_since_log, pending = now, 0, []
       if save_now or stop_now:
         guard.check(pending, ckpt.latest_step())  # never checkpoint a diverged state
@@ -280,16 +332,44 @@ def _loop(config, dataset, state, train_step, guard, evaluate_fn, writer, ckpt, 
   return history, state
 
 
-def summarise(config, plan, history) -> dict:
-  """Final and best test error over the evaluations, with each kind of BN statistics present."""
+def _min_with_epoch(history, key):
+  """(min of h[key], epoch of its first occurrence) over the entries that have key."""
+  pairs = [(h[key], h["epoch"]) for h in history if key in h]
+  return min(pairs, key=lambda p: p[0]) if pairs else (None, None)
+
+
+def _round(x, digits: int = 2):
+  return None if x is None else round(float(x), digits)
+
+
+def summarise(config, plan, history, params=None, wall_time_s: float | None = None,
+              mock_examples: int = 0) -> dict:
+  """The run's summary.json: what ran (method label = base + plugin, executor, dataset, mock
+  data, model, split, modules, parameter counts), how long, with which software (`run_info`),
+  and the final and best test error (%, 2 decimals) over the evaluations, with each kind of BN
+  statistics present, and the epoch of the best."""
+  bp = config.method.name == "bp"
   summary = {
-      "method": config.method.name, "dataset": config.data.name,
-      "model": f"{config.model.arch}{config.model.depth}", "split": config.split.preset,
+      "method": run_info.method_label(config), "base_method": config.method.name,
+      "plugin": config.method.get("plugin", "none") or "none", "executor": config.executor,
+      "dataset": config.data.name, **({"mock": True, "mock_examples": mock_examples}
+                                      if mock_examples else {}),
+      "model": f"{config.model.arch}{config.model.depth}",
+      "split": "none" if bp else config.split.preset,
       "num_modules": plan.num_modules, "epochs": history[-1]["epoch"] if history else 0,
+      "seed": config.seed,
   }
+  if params is not None:
+    summary.update(run_info.parameter_counts(params))
+  summary["wall_time_s"] = _round(wall_time_s, 1)
+  if history and "skipped_steps" in history[-1] and config.get("on_nonfinite") == "skip":
+    summary["skipped_steps"] = history[-1]["skipped_steps"]
   for suffix in ("", REESTIMATED):
     errors = [h[f"test_error{suffix}"] for h in history if f"test_error{suffix}" in h]
     if errors or not suffix:
-      summary[f"final_test_error{suffix}"] = errors[-1] if errors else None
-      summary[f"best_test_error{suffix}"] = min(errors) if errors else None
+      best, best_epoch = _min_with_epoch(history, f"test_error{suffix}")
+      summary[f"final_test_error{suffix}"] = _round(errors[-1] if errors else None)
+      summary[f"best_test_error{suffix}"] = _round(best)
+      summary[f"best_epoch{suffix}"] = best_epoch
+  summary.update(run_info.software())
   return summary

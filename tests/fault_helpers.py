@@ -76,6 +76,12 @@ def read_json(path):
     return json.load(f)
 
 
+def results(workdir) -> dict:
+  """summary.json without the fields that differ between identical runs (wall time)."""
+  summary = read_json(os.path.join(str(workdir), "summary.json"))
+  return {k: v for k, v in summary.items() if k != "wall_time_s"}
+
+
 def complete_checkpoints(workdir) -> list:
   """Steps of the finished checkpoints (orbax renames a temporary directory when complete)."""
   d = os.path.join(str(workdir), "checkpoints")

@@ -150,11 +150,27 @@ def test_runs_as_written_by_the_trainer(tiny_runs):
   history = _read_json(os.path.join(tiny_runs["dgl"], "history.json"))
   summary = _read_json(os.path.join(tiny_runs["dgl"], "summary.json"))
   assert history[-1]["bn_reestimate_batches"] == 8 and history[-1]["bn_reestimate_seconds"] > 0
-  assert summary["final_test_error_bn_reestimated"] == history[-1]["test_error_bn_reestimated"]
+  assert summary["final_test_error_bn_reestimated"] == round(
+      history[-1]["test_error_bn_reestimated"], 2)  # summary errors: 2 decimals
   assert 0 < summary["final_test_error_bn_reestimated"] < 100
-  assert summary["final_test_error"] == history[-1]["test_error"]
+  assert summary["final_test_error"] == round(history[-1]["test_error"], 2)
   assert not os.path.exists(os.path.join(tiny_runs["bp"], "summary.json"))
   assert [h["epoch"] for h in _read_json(os.path.join(tiny_runs["bp"], "history.json"))] == [1]
+
+
+def test_evaluate_only_reproduces_the_history_of_a_run(tiny_runs, capsys):
+  from jax_local import evaluate
+  history = _read_json(os.path.join(tiny_runs["dgl"], "history.json"))
+  assert evaluate.main([f"--workdir={tiny_runs['dgl']}", f"--data_dir={tiny_runs['data_dir']}",
+                        "--json"]) == 0
+  result = json.loads(capsys.readouterr().out)
+  assert (result["step"], result["epoch"]) == (history[-1]["step"], 1)
+  for key in ("test_accuracy", "test_error", "test_loss", "test_accuracy_bn_reestimated"):
+    assert result[key] == pytest.approx(history[-1][key], abs=1e-6), key
+  assert result["test_examples"] == history[-1]["test_examples"]
+  assert evaluate.main([f"--workdir={tiny_runs['dgl']}", "--step=3"]) == 2
+  assert f"no checkpoint of step 3 in {tiny_runs['dgl']}/checkpoints; saved steps: " \
+      f"{history[-1]['step']}" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="session")
@@ -252,7 +268,7 @@ def test_compare_reads_finished_and_interrupted_runs(tiny_runs, tmp_path, capsys
   assert done["final_test_error"] == h_done[-1]["test_error"]
   assert stopped["best_test_error"] == h_stop[0]["test_error"]
   summary = _read_json(os.path.join(tiny_runs["dgl"], "summary.json"))
-  assert done["best_test_error"] == pytest.approx(summary["best_test_error"])
+  assert done["best_test_error"] == pytest.approx(summary["best_test_error"], abs=0.005)
   assert done["step_time_s"] > 0 and stopped["step_time_s"] > 0
   # the trainer logs its memory peak (CPU: the process's RSS high-water mark, bytes)
   rss = [json.loads(l)["peak_rss_bytes"] for l in open(os.path.join(tiny_runs["dgl"],
@@ -266,16 +282,22 @@ def test_compare_reads_finished_and_interrupted_runs(tiny_runs, tmp_path, capsys
                        f"--plot={png}"]) == 0
   out = capsys.readouterr().out.splitlines()
   assert out[0].startswith("| run | method |") and len(out) == 4
-  assert out[2].startswith("| dgl | dgl | cifar_resnet8 |") and "| 1/2 |" in out[3]
+  assert out[2].startswith("| dgl | dgl | fashion_mnist | cifar_resnet8 |") and "| 1/2 |" in out[3]
   assert _is_png(png)
   curve = _read_csv(str(tmp_path / "curves.csv"))
   assert [r["series"] for r in curve] == ["dgl (dgl)", "bp (bp)"]
   assert [float(r["test accuracy (%)"]) for r in curve] == pytest.approx(
       [100 * h_done[0]["test_accuracy"], 100 * h_stop[0]["test_accuracy"]])
 
-  assert compare.main([tiny_runs["dgl"], "--format=csv", "--plot="]) == 0
+  pdf = str(tmp_path / "curves.pdf")  # the figure's format follows the extension
+  assert compare.main([tiny_runs["dgl"], "--format=csv", f"--plot={pdf}"]) == 0
+  with open(pdf, "rb") as f:
+    assert f.read(5) == b"%PDF-" and os.path.getsize(pdf) > 1000
   rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
   assert rows[0]["run"] == "dgl" and float(rows[0]["best_test_error"]) == done["best_test_error"]
+  with pytest.raises(SystemExit) as exit_:
+    compare.main([tiny_runs["dgl"], "--plot=curves.jpg"])
+  assert exit_.value.code == 2 and "one of .png, .pdf, .svg" in capsys.readouterr().err
   assert compare.main([str(tmp_path / "missing")]) == 2
   assert "no such run directory" in capsys.readouterr().err
 

@@ -31,13 +31,14 @@ def _config(**overrides):
     ({"method.dgl_head": "mlp2"}, ["config.method.dgl_head='mlp2'", "mlp-sr"]),
     ({"num_epochs": 0}, ["config.num_epochs=0", "> 0"]),
     ({"executor": "async"}, ["config.executor='async'", "fused"]),
+    ({"max_skipped_fraction": 1.5}, ["config.max_skipped_fraction=1.5", "[0, 1]"]),
 ])
 def test_invalid_config_names_field_and_valid_values(overrides, fragments, tmp_path):
   with pytest.raises(ConfigError) as err:
-    train.train_and_evaluate(_config(**overrides), str(tmp_path))
+    train.train_and_evaluate(_config(**overrides), str(tmp_path / "run"))
   for fragment in fragments:
     assert fragment in str(err.value), str(err.value)
-  assert not (tmp_path / "checkpoints").exists()  # nothing was built
+  assert not (tmp_path / "run").exists()  # nothing was written, not even the workdir
 
 
 def test_local_method_needs_two_modules():

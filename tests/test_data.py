@@ -196,6 +196,12 @@ def test_image_folder(tmp_path):
   with pytest.raises(ValueError, match=r"has 3 classes but config.data.num_classes = 5"):
     input_pipeline.build_dataset(
         data_config(name="image_folder", folder_root=root, num_classes=5), seed=0)
+  os.rename(os.path.join(root, "test", "dog"), os.path.join(root, "test", "Dog"))
+  with pytest.raises(ValueError, match=r"the class folders of train/ and test/ differ \(names "
+                     r"must match exactly, case included\): only in train/: dog; only in test/: "
+                     r"Dog$"):
+    input_pipeline.build_dataset(
+        data_config(name="image_folder", folder_root=root, num_classes=4), seed=0)
 
 
 def test_missing_stock_dataset_raises(tmp_path):
@@ -246,6 +252,12 @@ def test_launch_mock_data_trains_a_stock_config_and_refuses_fashion_mnist(tmp_pa
   with open(tmp_path / "c10" / "summary.json") as f:
     summary = json.load(f)
   assert summary["dataset"] == "cifar10" and summary["num_modules"] == 3
+  assert (summary["mock"], summary["mock_examples"]) == (True, 16)  # mock runs say so
+  assert "on cifar10 (MOCK DATA: numbers mean nothing)" in run.stdout
+  from jax_local import compare
+  row = compare.read_run(str(tmp_path / "c10"))
+  assert row["dataset"] == "cifar10 (MOCK data)" and row["mock"]
+  assert "cifar10 (MOCK data)" in compare.format_table([row])
   with open(tmp_path / "c10" / "metrics.jsonl") as f:
     losses = [r["loss"] for r in map(json.loads, f) if "loss" in r]
   assert len(losses) == 2 and all(np.isfinite(losses))

@@ -1,6 +1,7 @@
 """Fault injection: preemption, SIGKILL while checkpointing, divergence, unreadable checkpoints,
 corrupt images; and same config + seed = same losses. Runs real `launch.py` processes."""
 import glob
+import json
 import logging
 import os
 import random
@@ -15,7 +16,8 @@ import numpy as np
 import pytest
 
 from configs import fashion_mnist_quickstart
-from jax_local import checkpointing, config_validation, divergence, preemption, run_log, train
+from jax_local import (checkpointing, config_validation, divergence, preemption, run_log, train,
+                       workdir_lock)
 from jax_local.data import input_pipeline
 from jax_local.train_state import TrainState, init_state
 from tests import fault_helpers as fh
@@ -31,8 +33,11 @@ def env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, fashion_mnist, env):
   """The runs that need no interaction, overlapped to save time: "ref" (uninterrupted), "twin"
-  (the same config, started once "ref" has compiled so it reuses the compilations) and "nan"
-  (optim.lr=1e30, checkpoint every step). Returns {name: finished Run}."""
+  (the same config, started once "ref" has compiled so it reuses the compilations), "nan"
+  (optim.lr=1e30, checkpoint every step), "skip" (the same with on_nonfinite=skip, started once
+  "nan" has compiled the same train step) and "second" (the command of "ref" on its workdir,
+  launched while "ref" trains: "ref" is paused with SIGSTOP, still holding its lock, until
+  "second" has ended). Returns {name: finished Run}."""
   data_dir, _ = fashion_mnist
   root = tmp_path_factory.mktemp("runs")
   ref = fh.Run(root / "ref", data_dir, env)
@@ -40,9 +45,18 @@ def runs(tmp_path_factory, fashion_mnist, env):
                "--config.checkpoint_every_steps=1")
   ref.wait_for(lambda: fh.losses(ref.workdir))
   twin = fh.Run(root / "twin", data_dir, env)
-  for run in (ref, twin, nan):
+  ref.proc.send_signal(signal.SIGSTOP)
+  try:
+    second = fh.Run(root / "ref", data_dir, env)
+    second.wait()
+  finally:
+    ref.proc.send_signal(signal.SIGCONT)
+  nan.wait_for(lambda: fh.losses(nan.workdir))
+  skip = fh.Run(root / "skip", data_dir, env, "--config.optim.lr=1e30",
+                "--config.on_nonfinite=skip")
+  for run in (ref, twin, nan, skip):
     run.wait()
-  return {"ref": ref, "twin": twin, "nan": nan}
+  return {"ref": ref, "twin": twin, "nan": nan, "skip": skip, "second": second}
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +100,48 @@ def test_same_config_and_seed_give_same_losses(runs, reference):
   assert twin.proc.returncode == 0, twin.output[-3000:]
   assert sorted(fh.losses(reference)) == list(range(1, TOTAL + 1))
   assert fh.losses(twin.workdir) == fh.losses(reference)  # exactly
-  assert (fh.read_json(f"{twin.workdir}/summary.json") ==
-          fh.read_json(f"{reference}/summary.json"))
+  assert fh.results(twin.workdir) == fh.results(reference)
+
+
+def test_a_second_launch_on_a_live_workdir_is_refused_and_the_first_finishes(runs, reference):
+  second = runs["second"]
+  assert second.proc.returncode == workdir_lock.EXIT_LOCKED, second.output[-3000:]
+  (line,) = [l for l in second.output.splitlines() if "error" in l.lower()]
+  assert re.search(rf"workdir {re.escape(reference)} is in use by a running job \(pid "
+                   rf"{runs['ref'].proc.pid} on ", line), line
+  with open(f"{reference}/metrics.jsonl") as f:  # the first run's records alone, in order
+    train_steps = [r["step"] for r in map(json.loads, f) if "loss" in r]
+  assert train_steps == list(range(1, TOTAL + 1))
+  assert len(glob.glob(f"{reference}/events.out.tfevents.*")) == 1
+  assert not os.path.exists(f"{reference}/{workdir_lock.LOCK_FILE}")  # released at the end
+
+
+def test_skip_mode_fails_once_more_steps_are_skipped_than_allowed(runs):
+  run = runs["skip"]
+  assert run.proc.returncode == divergence.EXIT_TOO_MANY_SKIPPED, run.output[-3000:]
+  match = re.search(r"on_nonfinite=skip skipped 1 steps by step (\d+), more than the 0.32 that "
+                    r"max_skipped_fraction allows", run.output)
+  assert match, run.output[-3000:]
+  assert not os.path.exists(f"{run.workdir}/summary.json")
+  with open(f"{run.workdir}/metrics.jsonl") as f:  # strict JSON
+    rows = [json.loads(line, parse_constant=_reject) for line in f]
+  assert rows[-1]["step"] == int(match.group(1))  # recorded before failing, with the counts
+  assert (rows[-1]["skipped_steps"], rows[-1]["skipped_steps_total"]) == (1, 1)
+  assert all(r["skipped_steps"] == 0 for r in rows[:-1])
+  assert all(set(r.get("nonfinite", [])) == {k for k, v in r.items() if v is None} for r in rows)
+
+
+def test_jsonl_metrics_are_strict_json_with_non_finite_values_flagged(tmp_path):
+  writer = run_log.JsonlWriter(str(tmp_path / "metrics.jsonl"))
+  writer.write_scalars(3, {"loss": float("nan"), "grad_norm": float("inf"), "lr": 0.1})
+  writer.close()
+  row = json.loads((tmp_path / "metrics.jsonl").read_text(), parse_constant=_reject)
+  assert row == {"step": 3, "loss": None, "grad_norm": None, "lr": 0.1,
+                 "nonfinite": ["grad_norm", "loss"]}
+
+
+def _reject(token):
+  raise ValueError(f"not strict JSON: {token}")
 
 
 def test_sigterm_mid_epoch_checkpoints_exits_75_and_resumes_exactly(tmp_path, fashion_mnist, env,
@@ -109,7 +163,7 @@ def test_sigterm_mid_epoch_checkpoints_exits_75_and_resumes_exactly(tmp_path, fa
   assert "max_checkpoints_to_keep: 3 -> 4" in resumed.output  # a changed config is reported
   assert os.path.exists(workdir / f"config.until_step{stopped}.json")
   assert fh.losses(workdir) == fh.losses(reference)
-  assert fh.read_json(workdir / "summary.json") == fh.read_json(f"{reference}/summary.json")
+  assert fh.results(workdir) == fh.results(reference)
 
 
 def test_sigkill_while_checkpointing_loses_nothing_complete(tmp_path, fashion_mnist, env,
@@ -127,8 +181,10 @@ def test_sigkill_while_checkpointing_loses_nothing_complete(tmp_path, fashion_mn
     run.proc.send_signal(signal.SIGKILL)
     run.wait()
     killed_mid_write += fh.writing_checkpoint(workdir)  # its temporary directory is left over
-    if before:  # resumed from the newest complete checkpoint
+    if before:  # resumed from the newest complete checkpoint, taking over the dead run's lock
       assert f"resumed from step {max(before)}" in run.output, run.output[-3000:]
+      assert re.search(r"taking over \S+/run.lock: its owner \(pid \d+ on .*\) is no longer "
+                       "running", run.output), run.output[-3000:]
     assert fh.complete_checkpoints(workdir), "no complete checkpoint after the kill"
   assert killed_mid_write, "no kill landed while a checkpoint was being written"
 
@@ -141,14 +197,14 @@ def test_sigkill_while_checkpointing_loses_nothing_complete(tmp_path, fashion_mn
   assert re.search(rf"checkpoint .*/{complete[-1]} is unreadable", final.output), final.output
   assert f"resumed from step {complete[-2]}" in final.output
   assert fh.losses(workdir) == fh.losses(reference)
-  assert fh.read_json(workdir / "summary.json") == fh.read_json(f"{reference}/summary.json")
+  assert fh.results(workdir) == fh.results(reference)
 
 
 def test_nan_stops_with_step_term_lr_and_last_good_checkpoint_restores(runs, fashion_mnist):
   run = runs["nan"]
   assert run.proc.returncode == divergence.EXIT_DIVERGED, run.output[-3000:]
-  match = re.search(r"Training diverged: non-finite (.*) at step (\d+); lr 1e\+30.*"
-                    r"the last good checkpoint is step (\d+)", run.output)
+  match = re.search(r"Training diverged: non-finite (.*) at step (\d+); lr \d\.?\d*e\+(?:29|30)"
+                    r".*the last good checkpoint is step (\d+)", run.output)  # LR: per-step cosine
   assert match, run.output[-3000:]
   what, step, good = match.group(1), int(match.group(2)), int(match.group(3))
   assert what.startswith(("loss of term m0", "gradient norm", "updated state")), what
@@ -264,6 +320,13 @@ def test_skip_mode_undoes_a_nonfinite_step_despite_donation():
   assert (int(state.step), int(state.opt_state["count"])) == (3, 3)  # counters advance
   rows = guard.review(pending, last_checkpoint=None)
   assert [r["loss"] for r in rows] == [6.0, 9.0]
+  assert (guard.skipped, guard.window_skipped) == (1, 1)
+  guard.enforce_budget()  # no budget given: any number may be skipped
+  tight = divergence.Guard("skip", max_skipped=0.5)
+  tight.review(pending, last_checkpoint=None)
+  with pytest.raises(divergence.TooManySkipped, match="skipped 1 steps by step 2, more than the "
+                     "0.5 that max_skipped_fraction allows"):
+    tight.enforce_budget()
 
   stop = divergence.Guard("stop")
   state, metrics = stop.step(train_step, _fake_state(), jnp.full(3, jnp.inf))

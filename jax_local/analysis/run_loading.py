@@ -116,8 +116,9 @@ def checkpoint_dir(workdir: str) -> str:
   return directory
 
 
-def restore_state(workdir: str, template):
-  """(state, step) from the newest readable checkpoint of `workdir`, opened read-only."""
+def restore_state(workdir: str, template, step: int | None = None):
+  """(state, step) from the newest readable checkpoint of `workdir` (or the one of `step`: a
+  RunError lists the saved steps if there is none), opened read-only."""
   import orbax.checkpoint as ocp
   directory = checkpoint_dir(workdir)
   manager = ocp.CheckpointManager(
@@ -130,6 +131,11 @@ def restore_state(workdir: str, template):
   errors, steps = [], []
   try:
     steps = sorted(manager.all_steps(), reverse=True)
+    if step is not None:
+      if step not in steps:
+        raise RunError(f"{workdir}: no checkpoint of step {step} in {directory}; saved steps: "
+                       f"{', '.join(map(str, sorted(steps))) or 'none'}")
+      steps = [step]
     for step in steps:
       where = f"checkpoint {os.path.join(directory, str(step))}"
       try:

@@ -335,12 +335,33 @@ def _read_image_folder_split(builder, root: str, split: str, size: int,
   return np.stack(images), np.asarray(labels, np.int32)
 
 
+def _class_folders(root: str, split: str) -> set:
+  split_dir = os.path.join(os.path.expanduser(root), split)
+  if not os.path.isdir(split_dir):
+    return set()
+  return {c for c in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, c))}
+
+
+def check_class_folders(root: str) -> None:
+  """ValueError listing the differences unless train/ and test/ have the same class folder names
+  (exactly, case included): labels are the sorted names of each split's own folders, so any
+  difference would give the two splits different label meanings or class counts."""
+  train, test = _class_folders(root, "train"), _class_folders(root, "test")
+  if train and test and train != test:
+    only = lambda a, b: ", ".join(sorted(a - b)) or "none"
+    raise ValueError(f"image_folder '{root}': the class folders of train/ and test/ differ "
+                     f"(names must match exactly, case included): only in train/: "
+                     f"{only(train, test)}; only in test/: {only(test, train)}")
+
+
 def _load_image_folder(root: str, image_size: int, num_classes: int, on_bad_image: str = "fail"):
-  """Loads root/<train|test>/<class>/*.jpg|png via tfds.ImageFolder."""
+  """Loads root/<train|test>/<class>/*.jpg|png via tfds.ImageFolder; both splits must have the
+  same class folders (`check_class_folders`)."""
   if not root or not os.path.isdir(root):
     raise FileNotFoundError(
         f"image_folder: data.folder_root '{root}' is not a directory; expected "
         "root/<train|test>/<class>/*.jpg|png (set --config.data.folder_root)")
+  check_class_folders(root)
   import tensorflow_datasets as tfds
   builder = tfds.ImageFolder(root)
   splits = set(builder.info.splits.keys())
