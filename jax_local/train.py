@@ -109,17 +109,6 @@ def format_eta(seconds: float) -> str:
   return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
-def _writer(workdir: str):
-  from clu import metric_writers  # imports TensorFlow's summary writer
-  is_main = jax.process_index() == 0
-  default = metric_writers.create_default_writer(workdir, just_logging=not is_main,
-                                                 asynchronous=False)
-  if not is_main:
-    return default
-  return metric_writers.MultiWriter([default, run_log.JsonlWriter(
-      os.path.join(workdir, "metrics.jsonl"))])
-
-
 def _report_config_changes(workdir: str, config_dict: dict) -> list[str]:
   """Warns about fields that differ from the run's saved config.json; returns the diff lines."""
   saved = run_log.read_json(os.path.join(workdir, "config.json"))
@@ -187,7 +176,7 @@ def train_and_evaluate(config, workdir: str, return_state: bool = False):
     guard = divergence.Guard(config.get("on_nonfinite", "stop"))
     eval_step = make_eval_step(plan, par)
     batch_statistics = bn_reestimate.make_batch_statistics(plan, par)
-    writer = _writer(workdir)
+    writer = run_log.make_writer(workdir, jax.process_index() == 0)
     if start == 0:
       writer.write_hparams({"config": config.to_json(), "num_modules": plan.num_modules})
     try:
@@ -196,7 +185,7 @@ def train_and_evaluate(config, workdir: str, return_state: bool = False):
       history, state = _loop(config, dataset, state, train_step, guard, evaluate_fn, writer,
                              ckpt, stop, history, history_path, steps_per_epoch, par)
     finally:
-      writer.flush()
+      writer.close()
       ckpt.close()  # waits for the last (good) checkpoint, also when stopping on an error
 
   summary = summarise(config, plan, history)
