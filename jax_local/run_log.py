@@ -1,10 +1,13 @@
-"""Run records in the workdir: a JSONL metric writer, the atomic evaluation history, the config.
+"""Run records in the workdir: metric writers, the atomic evaluation history, the config.
 
 `metrics.jsonl` holds one line per `write_scalars` call ({"step": s, name: value, ...}), so
 analysis tools read a run without TensorBoard; it is strict JSON (a NaN or infinity is written
-as null and its name listed under "nonfinite"). `history.json` holds one entry per evaluation
-and is rewritten atomically (write to a temporary file, then rename). `config.json` is the
-config of the run; `config_diff` lists what a resumed run changed.
+as null and its name listed under "nonfinite"); `hparams.json` holds the `write_hparams` dict.
+`make_writer(workdir, is_main)` gives the run's writer: on the main process the JSONL writer
+and a TensorBoard event writer (`tb_events`, no TensorFlow; left out with one warning if
+`tensorboard` is not installed), elsewhere a writer that drops everything. `history.json` holds
+one entry per evaluation and is rewritten atomically (write to a temporary file, then rename).
+`config.json` is the config of the run; `config_diff` lists what a resumed run changed.
 """
 from __future__ import annotations
 
@@ -15,7 +18,6 @@ import os
 import sys
 from typing import Any, Mapping
 
-from clu import metric_writers
 
 
 LOG = logging.getLogger("jax_local")
@@ -43,9 +45,8 @@ class _Formatter(logging.Formatter):
     return text
 
 
-class JsonlWriter(metric_writers.MetricWriter):
-  """Appends scalars as JSON lines, flushed per write so a killed run keeps them; other summary
-  kinds are ignored."""
+class JsonlWriter:
+  """Appends scalars as JSON lines, flushed per write so a killed run keeps them."""
 
   def __init__(self, path: str):
     self._path = path
@@ -64,29 +65,46 @@ class JsonlWriter(metric_writers.MetricWriter):
   def write_hparams(self, hparams: Mapping[str, Any]):
     write_json_atomic(os.path.join(os.path.dirname(self._path), "hparams.json"), dict(hparams))
 
-  def write_summaries(self, step, values, metadata=None):
-    pass
-
-  def write_images(self, step, images):
-    pass
-
-  def write_videos(self, step, videos):
-    pass
-
-  def write_audios(self, step, audios, *, sample_rate):
-    pass
-
-  def write_texts(self, step, texts):
-    pass
-
-  def write_histograms(self, step, arrays, num_buckets=None):
-    pass
-
   def flush(self):
     self._file.flush()
 
   def close(self):
     self._file.close()
+
+
+class MultiWriter:
+  """Forwards write_scalars, write_hparams, flush and close to each of `writers` in order
+  (an empty list drops everything)."""
+
+  def __init__(self, writers):
+    self.writers = list(writers)
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    for w in self.writers:
+      w.write_scalars(step, scalars)
+
+  def write_hparams(self, hparams: Mapping[str, Any]):
+    for w in self.writers:
+      w.write_hparams(hparams)
+
+  def flush(self):
+    for w in self.writers:
+      w.flush()
+
+  def close(self):
+    for w in self.writers:
+      w.close()
+
+
+def make_writer(workdir: str, is_main: bool) -> MultiWriter:
+  """The metric writer of a run in `workdir`: metrics.jsonl and hparams.json, plus TensorBoard
+  events in `workdir` when `tensorboard` is installed, on the main process; nothing elsewhere."""
+  if not is_main:
+    return MultiWriter([])
+  from jax_local import tb_events
+  events = tb_events.make_event_writer(workdir)
+  return MultiWriter([JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
+                      *([events] if events is not None else [])])
 
 
 def write_json_atomic(path: str, obj) -> None:

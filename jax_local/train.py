@@ -113,17 +113,6 @@ def format_eta(seconds: float) -> str:
   return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
-def _writer(workdir: str):
-  from clu import metric_writers  # imports TensorFlow's summary writer
-  is_main = jax.process_index() == 0
-  default = metric_writers.create_default_writer(workdir, just_logging=not is_main,
-                                                 asynchronous=False)
-  if not is_main:
-    return default
-  return metric_writers.MultiWriter([default, run_log.JsonlWriter(
-      os.path.join(workdir, "metrics.jsonl"))])
-
-
 def _report_config_changes(workdir: str, config_dict: dict) -> list[str]:
   """Warns about fields that differ from the run's saved config.json; returns the diff lines."""
   saved = run_log.read_json(os.path.join(workdir, "config.json"))
@@ -228,7 +217,7 @@ def _train_and_evaluate(config, workdir, return_state, mock_examples, devices, t
         skipped=before.get("skipped_steps", 0))
     eval_step = make_eval_step(plan, par)
     batch_statistics = bn_reestimate.make_batch_statistics(plan, par)
-    writer = _writer(workdir)
+    writer = run_log.make_writer(workdir, jax.process_index() == 0)
     if start == 0:
       writer.write_hparams({"config": config.to_json(), "num_modules": plan.num_modules,
                             **({"mock_data": mock_examples} if mock_examples else {})})
@@ -243,7 +232,7 @@ def _train_and_evaluate(config, workdir, return_state, mock_examples, devices, t
       history, state = _loop(config, dataset, state, train_step, guard, evaluate_fn, writer,
                              ckpt, stop, history, history_path, steps_per_epoch, par)
     finally:
-      writer.flush()
+      writer.close()
       ckpt.close()  # waits for the last (good) checkpoint, also when stopping on an error
 
   summary = summarise(config, plan, history, state.params,

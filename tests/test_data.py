@@ -63,6 +63,20 @@ def test_fashion_mnist_builder(fm, fm_dir):
   np.testing.assert_array_equal(sub.train_images, fm.train_images[:500])
 
 
+def test_fashion_mnist_idx_reader_without_tfds(fm, tmp_path):
+  """The NumPy reader (used when tfds is absent) gives the builder's arrays; headers are checked."""
+  from jax_local.data import fashion_mnist_idx
+  images, labels = fashion_mnist_idx.read_split(FM_DIR, "train")
+  assert images.shape == (60000, 28, 28, 1) and images.dtype == np.uint8
+  np.testing.assert_array_equal(images, fm.train_images)
+  np.testing.assert_array_equal(labels, fm.train_labels)
+  bad = tmp_path / "bad-idx1-ubyte.gz"
+  with gzip.open(bad, "wb") as f:
+    f.write(bytes([0, 0, 8, 1, 0, 0, 0, 5, 1, 2, 3]))   # 5 labels announced, 3 given
+  with pytest.raises(ValueError, match=r"header gives shape \(5,\) but the payload has 3"):
+    fashion_mnist_idx.read_idx(str(bad))
+
+
 def test_train_batches_deterministic_and_resumable(fm_small):
   ds = fm_small
   assert ds.steps_per_epoch(128, False) == 8 and ds.steps_per_epoch(128, True) == 7

@@ -1,7 +1,8 @@
 """Input data: in-memory datasets, augmentations, offline Fashion-MNIST builder.
 
 Importing this package is cheap: TensorFlow / tfds are imported only when a dataset is
-loaded. `fashion_mnist_local` (which imports tfds) is not imported here.
+loaded. `fashion_mnist_local` (which imports tfds) is not imported here; `fashion_mnist_idx`
+reads the Fashion-MNIST idx files with NumPy alone.
 """
 from jax_local.data.augment import RECIPES, CropFlip, augment_batch
 from jax_local.data.input_pipeline import NORMALISATION, SUPPORTED, Dataset, build_dataset

@@ -4,7 +4,9 @@ The stock `fashion_mnist` builder rejects the files of Debian's `dataset-fashion
 package: they are re-gzipped without the FNAME header, so their sha256 differs from the
 registered checksum although the payload is identical. This builder reads the four
 `.gz` files from `dl_manager.manual_dir`, decompresses them with Python's `gzip` and writes
-an `array_record` dataset, so neither TensorFlow nor a network connection is needed.
+an `array_record` dataset, so neither TensorFlow nor a network connection is needed. The idx
+files are parsed by `fashion_mnist_idx`, which `input_pipeline` also reads directly when tfds is
+not installed.
 Never work around the stock builder with `register_checksums` (it overwrites tfds's
 installed checksum file).
 
@@ -14,35 +16,13 @@ Usage:
       manual_dir=DEFAULT_MANUAL_DIR))
   builder.as_data_source()["train"][0]  # {"image": uint8 (28, 28, 1), "label": int}
 """
-import gzip
 import os
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-DEFAULT_MANUAL_DIR = "/usr/share/datasets/fashion-mnist"
-FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 60000),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 10000),
-}
-CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-               "Sneaker", "Bag", "Ankle boot")
-
-
-def read_idx_gz(path: str, header_bytes: int) -> np.ndarray:
-  """Returns the uint8 payload of an idx .gz file after its `header_bytes` header (flat)."""
-  with gzip.open(path, "rb") as f:
-    return np.frombuffer(f.read(), dtype=np.uint8, offset=header_bytes)
-
-
-def read_split(manual_dir: str, split: str):
-  """Reads one split: images uint8 [N, 28, 28, 1], labels uint8 [N]."""
-  images_file, labels_file, n = FILES[split]
-  images = read_idx_gz(os.path.join(manual_dir, images_file), 16).reshape(n, 28, 28, 1)
-  labels = read_idx_gz(os.path.join(manual_dir, labels_file), 8)
-  if labels.shape != (n,):
-    raise ValueError(f"{labels_file}: expected {n} labels, got {labels.shape}")
-  return images, labels
+from jax_local.data.fashion_mnist_idx import (CLASS_NAMES, DEFAULT_MANUAL_DIR, FILES,
+                                              read_split)
 
 
 class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):

@@ -16,8 +16,9 @@ uninterrupted run exactly, whatever the process count.
 
 Nothing is ever downloaded: a stock tfds dataset that is not prepared raises
 FileNotFoundError with instructions; Fashion-MNIST is prepared (once) from Debian's
-`dataset-fashion-mnist` files by `fashion_mnist_local.FashionMnistLocal`.
-TensorFlow/tfds are imported lazily, only when a dataset is loaded.
+`dataset-fashion-mnist` files by `fashion_mnist_local.FashionMnistLocal`, or, where tfds is not
+installed, read from those files with NumPy (`fashion_mnist_idx`).
+TensorFlow/tfds are imported lazily, only when a tfds dataset is loaded.
 """
 import logging
 import math
@@ -253,21 +254,40 @@ def _load_stock(name: str, data_dir: Optional[str], subset: int):
 
 
 def _load_fashion_mnist(data_dir: Optional[str], manual_dir: str, subset: int):
-  """Prepares (once) and loads Fashion-MNIST from Debian's idx files."""
-  import tensorflow_datasets as tfds
-  from jax_local.data import fashion_mnist_local
-  manual_dir = manual_dir or fashion_mnist_local.DEFAULT_MANUAL_DIR
-  builder = fashion_mnist_local.FashionMnistLocal(data_dir=data_dir, file_format="array_record")
-  if not builder.is_prepared():
-    missing = [f for v in fashion_mnist_local.FILES.values() for f in v[:2]
-               if not os.path.exists(os.path.join(manual_dir, f))]
+  """Loads Fashion-MNIST from Debian's idx files: through the local tfds builder (prepared once
+  into the tfds data dir) when tfds is installed, else straight from the idx files with NumPy
+  (`fashion_mnist_idx`); both give the files' examples in file order."""
+  from jax_local.data import fashion_mnist_idx
+  manual_dir = manual_dir or fashion_mnist_idx.DEFAULT_MANUAL_DIR
+  try:
+    import tensorflow_datasets as tfds
+  except ImportError:
+    tfds = None
+  builder = None
+  if tfds is not None:
+    from jax_local.data import fashion_mnist_local
+    builder = fashion_mnist_local.FashionMnistLocal(data_dir=data_dir,
+                                                    file_format="array_record")
+  if builder is None or not builder.is_prepared():
+    missing = fashion_mnist_idx.missing_files(manual_dir)
     if missing:
+      where = ("" if builder is None else
+               f"not prepared in the tfds data dir '{builder.data_dir_root}' and it is ")
       raise FileNotFoundError(
-          f"Dataset 'fashion_mnist' is not prepared in the tfds data dir "
-          f"'{builder.data_dir_root}' and the source files {missing} are missing from "
+          f"Dataset 'fashion_mnist' is {where}missing its source files {missing} in "
           f"'{manual_dir}'. Install them with `apt-get install dataset-fashion-mnist` "
           "(they go to /usr/share/datasets/fashion-mnist) or set "
           "--config.data.manual_dir to a directory holding the four idx .gz files.")
+  if builder is None:
+    logging.info("tfds is not installed: reading fashion_mnist from the idx files in %s",
+                 manual_dir)
+    (train_x, train_y), (test_x, test_y) = (fashion_mnist_idx.read_split(manual_dir, s)
+                                            for s in ("train", "test"))
+    if subset > 0:
+      train_x, train_y = train_x[:subset], train_y[:subset]
+    return ((train_x, train_y.astype(np.int32)), (test_x, test_y.astype(np.int32)),
+            fashion_mnist_idx.NUM_CLASSES)
+  if not builder.is_prepared():
     logging.info("Preparing fashion_mnist_local from %s into %s", manual_dir,
                  builder.data_dir_root)
     builder.download_and_prepare(
