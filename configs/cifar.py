@@ -1,5 +1,7 @@
 """CIFAR-10, SVHN and STL-10 on the P400 protocol of AugLocal/HPFF/MAN/MLAAN (docs/methods.md
-§10.5): `--config=configs/cifar.py:<dataset>,<depth>,<K>,<method>[,<plugin>]`.
+§10.5): `--config=configs/cifar.py:<dataset>,<depth>,<K>,<method>[,<plugin>]`, or the cell's
+name `<dataset>_r<depth>_k<K>_<method>[_<plugin>]` (BP: `<dataset>_r<depth>_bp`), the naming of
+the published rows.
 
 - dataset: cifar10 | svhn | stl10; depth: 32 | 110 (CIFAR ResNet).
 - K: the papers' K label. Bases and plug-ins use convention-B splits (docs/methods.md §3.1):
@@ -16,6 +18,8 @@ Nesterov 0.9, wd 1e-4, warm-up blend + cosine (§10.3). Base heads: DGL uses the
 MLAAN MLM k=3, LAM with the published leap lists, r = 0.995; MAN m = 0.995, independent copies
 (Q14). Every published CIFAR row of third_party/published_rows.csv is one of these cells.
 """
+import re
+
 from configs import common
 
 SPLITS = {(32, 8): "r32_k8_hpff", (32, 16): "r32_k16_hpff", (110, 32): "r110_k32_hpff",
@@ -29,6 +33,7 @@ INFOPRO_LAMBDAS = {
     ("stl10", 32): (5, 0.05, 0.2, 0.5), ("stl10", 110): (20, 0.5, 10, 0.1),
 }
 DATASETS = ("cifar10", "svhn", "stl10")
+NAME = re.compile(r"^([a-z0-9]+)_r(\d+)(?:_k(\d+))?_([a-z]+)(?:_([a-z]+))?$")
 
 
 def split_preset(depth: int, k: int, method: str) -> str:
@@ -72,11 +77,27 @@ def get_cifar_config(dataset: str, depth: int, k: int, method: str, plugin: str 
   return common.set_plugin(c, method, plugin)
 
 
-def get_config(arg: str = "cifar10,32,16,dgl,hpff"):
-  """`<dataset>,<depth>,<K>,<method>[,<plugin>]`, e.g. "cifar10,110,55,infopro,mlaan"."""
-  parts = (arg or "cifar10,32,16,dgl,hpff").split(",")
+def parse(arg: str) -> tuple:
+  """(dataset, depth, K, method, plugin) of "cifar10,110,55,infopro,mlaan" or of the name
+  "cifar10_r110_k55_infopro_mlaan" ("cifar10_r32_bp": K = 1)."""
+  m = NAME.match(arg)
+  if m and "," not in arg:
+    dataset, depth, k, method, plugin = m.groups()
+    return dataset, int(depth), int(k or 1), method, plugin or "none"
+  parts = arg.split(",")
   if len(parts) not in (4, 5):
     raise ValueError(f"configs/cifar.py:{arg}: expected <dataset>,<depth>,<K>,<method>"
                      f"[,<plugin>], e.g. cifar10,32,16,dgl,hpff")
   dataset, depth, k, method, *plugin = parts
-  return get_cifar_config(dataset, int(depth), int(k), method, plugin[0] if plugin else "none")
+  return dataset, int(depth), int(k), method, plugin[0] if plugin else "none"
+
+
+def name(dataset: str, depth: int, k: int, method: str, plugin: str = "none") -> str:
+  """The cell's name, e.g. "cifar10_r32_k16_dgl_hpff" or "cifar10_r32_bp"."""
+  net = f"{dataset}_r{depth}" + ("" if method == "bp" else f"_k{k}")
+  return f"{net}_{method}" + ("" if plugin == "none" else f"_{plugin}")
+
+
+def get_config(arg: str = "cifar10,32,16,dgl,hpff"):
+  """`<dataset>,<depth>,<K>,<method>[,<plugin>]` or the cell's name (see the module docstring)."""
+  return get_cifar_config(*parse(arg or "cifar10,32,16,dgl,hpff"))

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from configs import cifar
 from jax_local import config_validation, methods, plugins, published, splits
 from jax_local.models import build_backbone
 
@@ -31,6 +32,9 @@ def test_table_is_well_formed():
     assert r.name.endswith(suffix), r.name
     assert (r.method == "bp") == (r.modules == 1 == r.k), r.name
     assert published.match(r.dataset, *_arch_depth(r), r.split, r.method, r.plugin) == r
+    if r.dataset != "imagenet2012":   # a CIFAR row's name is its configs/cifar.py cell name
+      assert cifar.name(*cifar.parse(r.name)) == r.name
+      assert cifar.parse(r.name) == (r.dataset, r.depth, r.k, r.method, r.plugin)
 
 
 def _arch_depth(r):
