@@ -147,7 +147,7 @@ def listing() -> str:
                  f"{format_error(r):<18} {mem:<7} {r.citation} [{r.tag}]")
   lines += [
       "",
-      f"{len(rows())} published rows ({TABLE}). Configs with arguments:",
+      f"{len(rows())} published rows (third_party/published_rows.csv). Configs with arguments:",
       "  configs/cifar.py:<dataset>,<depth>,<K>,<method>[,<plugin>]   the P400 protocol, any cell",
       "  configs/imagenet.py:<row> | <net>,<method>,<split>,<recipe>[,<plugin>]",
       "  configs/fashion_mnist.py:<method>[,<plugin>]                CPU scale (also "

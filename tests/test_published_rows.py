@@ -7,7 +7,7 @@ import os
 import pytest
 
 from configs import cifar
-from jax_local import config_validation, methods, plugins, published, splits
+from jax_local import config_validation, methods, plugins, published
 from jax_local.models import build_backbone
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,3 +80,16 @@ def test_listing_names_every_row():
   text = published.listing()
   assert all(f"\n{r.name} " in text for r in ROWS)
   assert "21.14 / 5.49" in text and "6.36 ± 0.15" in text
+
+
+
+def test_launch_lists_the_rows(capsys):
+  """`launch.py --list_configs` needs neither --config nor --workdir and prints every row."""
+  import launch
+  try:
+    launch.FLAGS(["launch.py", "--list_configs"])
+    launch.main(["launch.py"])
+  finally:
+    launch.FLAGS.unparse_flags()
+  out = capsys.readouterr().out
+  assert all(f"\n{r.name} " in out for r in ROWS)
