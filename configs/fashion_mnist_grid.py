@@ -1,6 +1,7 @@
-"""Any row of the Fashion-MNIST plugin table: `--config=configs/fashion_mnist_grid.py:<base>,<plugin>`
-(default "dgl,none"), the same configs as configs/fashion_mnist.py, kept under this name for the
-commands in BENCHMARKS.md and benchmarks/."""
+"""Any row of the Fashion-MNIST plugin table:
+`--config=configs/fashion_mnist_grid.py:<base>,<plugin>` (default "dgl,none"), the same configs
+as configs/fashion_mnist.py, kept under this name for the commands in BENCHMARKS.md and
+benchmarks/."""
 from configs import fashion_mnist
 
 
