@@ -8,7 +8,8 @@ MLAAN, MAN on CIFAR-10}, and AugLocal; names as configs/cifar.py), each in its o
 config's real network, split, plugin, executor and recipe, on 32 random images per split of the
 config's dataset shape (tfds.testing.mock_data), batch 16, one epoch = 2 steps, then evaluation
 and a checkpoint. The numbers say that the config runs end to end with finite losses, nothing
-about accuracy (Fashion-MNIST versions of the grid train on real data: benchmarks/fashion_mnist_plugins.py).
+about accuracy (Fashion-MNIST versions of the grid train on real data:
+benchmarks/fashion_mnist_plugins.py).
 
 Processes share a persistent XLA compilation cache in <root>/xla_cache, so a program compiled
 for one dataset's config is reused by another's with the same shapes. A config whose workdir
