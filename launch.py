@@ -1,4 +1,5 @@
 """Train one config: python launch.py --config=configs/X.py --workdir=DIR [--config.field=value].
+`python launch.py --list_configs` lists every published row (configs/published.py:<row>).
 
 Multi-host (README "Running on clusters"): under a SLURM step with several tasks, jax.distributed
 is started from SLURM's environment; elsewhere pass --coordinator_address=HOST:PORT
@@ -46,7 +47,12 @@ flags.DEFINE_integer("mock_data", 0,
                      "> 0: train on tfds.testing.mock_data, this many random examples per split "
                      "(stock tfds datasets only; a smoke test of the config, not a result).")
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-flags.mark_flags_as_required(["config", "workdir"])
+flags.DEFINE_bool("list_configs", False, "List every published row with the paper's numbers "
+                  "(run it as --config=configs/published.py:<row>) and exit.")
+for _name in ("config", "workdir"):  # required unless --list_configs
+  flags.register_multi_flags_validator(
+      [_name, "list_configs"], lambda f, n=_name: f["list_configs"] or f[n] is not None,
+      message=f"flag --{_name} must have a value other than None")
 FLAGS = flags.FLAGS
 
 
@@ -99,6 +105,10 @@ def final_line(summary: dict) -> str:
 
 
 def main(argv):
+  if FLAGS.list_configs:
+    from jax_local import published
+    print(published.listing())
+    return
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:  # orbax and tfds log every checkpoint write at INFO

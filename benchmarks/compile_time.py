@@ -9,7 +9,6 @@ process's CPU time (user + system, all threads) over lowering + compiling: on a 
 the wall time includes waiting for the CPU, the CPU time does not, and XLA:CPU compiles
 mostly on one thread, so the CPU time is close to the wall time on an idle machine.
 """
-import importlib
 import sys
 import time
 
@@ -17,9 +16,11 @@ from absl import app, flags
 import jax
 
 sys.path.insert(0, ".")
+from benchmarks import grid  # noqa: E402
 from jax_local import engine, memory  # noqa: E402
 
-flags.DEFINE_list("configs", ["cifar10_r110_k55_dgl"], "Config names under configs/.")
+flags.DEFINE_list("configs", ["cifar10_r110_k55_dgl"],
+                  "Published row names or configs/cifar.py cell names (benchmarks/grid.py).")
 flags.DEFINE_integer("batch", 1024, "Global batch size.")
 flags.DEFINE_string("out", "", "Markdown table (appended row by row).")
 FLAGS = flags.FLAGS
@@ -46,7 +47,7 @@ def main(_):
     with open(FLAGS.out, "a") as f:
       f.write(header)
   for name in FLAGS.configs:
-    config = importlib.import_module(f"configs.{name}").get_config()
+    config = grid.get_config(name)
     config.data.batch_size = config.data.eval_batch_size = FLAGS.batch
     wall, cpu = time.perf_counter(), time.process_time()
     programs = compile_step(config, FLAGS.batch)

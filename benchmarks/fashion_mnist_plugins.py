@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 
-from configs import plugin_grid  # noqa: E402
+from configs import fashion_mnist  # noqa: E402
 from jax_local import engine, train  # noqa: E402
 from jax_local.data import input_pipeline  # noqa: E402
 from jax_local.train_state import init_state  # noqa: E402
@@ -55,12 +55,12 @@ def train_row(root: str, base: str, plugin: str) -> dict:
 
 def time_rows(rows, rounds: int, steps_per_round: int) -> dict:
   """Median step time per row, interleaved in this process on one real batch."""
-  config = plugin_grid.get_fashion_mnist_config("bp")
+  config = fashion_mnist.get_fashion_mnist_config("bp")
   dataset = input_pipeline.build_dataset(config.data, config.seed)
   batch = next(dataset.train_batches(0, 0, config.data.batch_size, drop_remainder=True))
   runs = {}
   for base, plugin in rows:
-    config = plugin_grid.get_fashion_mnist_config(base, plugin)
+    config = fashion_mnist.get_fashion_mnist_config(base, plugin)
     plan, tx, schedule, _ = train.build(config, dataset)
     state = init_state(plan, tx, jax.random.PRNGKey(config.seed), dataset.image_shape)
     step = engine.make_train_step(config.executor, plan, tx, schedule, dataset.mean,
@@ -90,7 +90,7 @@ def main():
     return
   runs = time_rows(rows, args.rounds, args.steps_per_round)
   bp = statistics.median(runs[("bp", "none")]["times"]) if ("bp", "none") in runs else None
-  config = plugin_grid.get_fashion_mnist_config("dgl")
+  config = fashion_mnist.get_fashion_mnist_config("dgl")
   lines = [f"Fashion-MNIST, CIFAR ResNet-{config.model.depth}, split `{config.split.preset}` "
            f"(AugLocal `blocks_stem`), {config.num_epochs} epochs on the first "
            f"{config.data.train_subset} training images, batch {config.data.batch_size}, test "

@@ -2,13 +2,14 @@
 
   python benchmarks/grid_launch.py --root=/work/runs/grid_launch --out=/tmp/grid_launch.md
 
-Runs `launch.py --config=configs/<name>.py --mock_data=32` for each config of the grid (CIFAR-10,
-SVHN, STL-10 × ResNet-32 "K=16" / ResNet-110 "K=55" × {DGL, InfoPro, PredSim} × {HPFF, MLAAN,
-MAN on CIFAR-10}, and AugLocal), each in its own process: the config's real network, split,
-plugin, executor and recipe, on 32 random images per split of the config's dataset shape
-(tfds.testing.mock_data), batch 16, one epoch = 2 steps, then evaluation and a checkpoint. The
-numbers say that the config runs end to end with finite losses, nothing about accuracy
-(Fashion-MNIST versions of the grid train on real data: benchmarks/fashion_mnist_plugins.py).
+Runs `launch.py --config=configs/cifar.py:<name> --mock_data=32` for each config of the grid
+(CIFAR-10, SVHN, STL-10 × ResNet-32 "K=16" / ResNet-110 "K=55" × {DGL, InfoPro, PredSim} × {HPFF,
+MLAAN, MAN on CIFAR-10}, and AugLocal; names as configs/cifar.py), each in its own process: the
+config's real network, split, plugin, executor and recipe, on 32 random images per split of the
+config's dataset shape (tfds.testing.mock_data), batch 16, one epoch = 2 steps, then evaluation
+and a checkpoint. The numbers say that the config runs end to end with finite losses, nothing
+about accuracy (Fashion-MNIST versions of the grid train on real data:
+benchmarks/fashion_mnist_plugins.py).
 
 Processes share a persistent XLA compilation cache in <root>/xla_cache, so a program compiled
 for one dataset's config is reused by another's with the same shapes. A config whose workdir
@@ -17,7 +18,6 @@ module count, the exit status, the wall time of the process and the training los
 steps.
 """
 import argparse
-import glob
 import json
 import math
 import os
@@ -32,14 +32,16 @@ OVERRIDES = ("--config.data.batch_size=16", "--config.data.eval_batch_size=16",
 
 
 def grid_configs(datasets=DATASETS) -> list:
-  """Names of the grid's plugin and AugLocal configs (configs/<dataset>_r*_k*_<base>_<plugin>.py)."""
+  """Names of the grid's plugin and AugLocal cells (configs/cifar.py names)."""
   names = []
   for d in datasets:
-    for path in sorted(glob.glob(os.path.join(ROOT, "configs", f"{d}_r*_k*_*.py"))):
-      name = os.path.basename(path)[:-3]
-      if name.endswith(("_hpff", "_mlaan", "_man", "_auglocal")):
-        names.append(name)
-  return names
+    for net in ("r110_k55", "r32_k16"):
+      if d == "cifar10":
+        names.append(f"{d}_{net}_auglocal")
+      for base in ("dgl", "infopro", "predsim"):
+        for plugin in ("hpff", "mlaan") + (("man",) if d == "cifar10" else ()):
+          names.append(f"{d}_{net}_{base}_{plugin}")
+  return sorted(names)
 
 
 def run_config(name: str, root: str) -> dict:
@@ -48,7 +50,7 @@ def run_config(name: str, root: str) -> dict:
   summary_path = os.path.join(workdir, "summary.json")
   row = {"config": name, "status": 0, "wall_s": None}
   if not os.path.exists(summary_path):
-    cmd = [sys.executable, os.path.join(ROOT, "launch.py"), f"--config=configs/{name}.py",
+    cmd = [sys.executable, os.path.join(ROOT, "launch.py"), f"--config=configs/cifar.py:{name}",
            f"--workdir={workdir}", "--mock_data=32", *OVERRIDES]
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.join(root, "xla_cache")}
     t0 = time.time()

@@ -9,7 +9,6 @@ all at the same batch. Numbers are argument + output - alias + temp of whole tra
 jax_local/memory.py); nothing is executed, so this runs on a CPU. A row is appended to --out
 as soon as it is measured.
 """
-import importlib
 import json
 import sys
 
@@ -17,12 +16,14 @@ from absl import app, flags
 import jax
 
 sys.path.insert(0, ".")
+from benchmarks import grid  # noqa: E402
 from benchmarks.grid import CIFAR10_GRID  # noqa: E402
 from jax_local import memory  # noqa: E402
 
 flags.DEFINE_string("out", "/tmp/memory.md", "Markdown table (appended row by row).")
 flags.DEFINE_integer("batch", 1024, "Global batch size.")
-flags.DEFINE_list("configs", list(CIFAR10_GRID), "Config names under configs/.")
+flags.DEFINE_list("configs", list(CIFAR10_GRID),
+                  "Published row names or configs/cifar.py cell names (benchmarks/grid.py).")
 flags.DEFINE_list("variants", ["fused", "sequential"], "Executors of the config's plan.")
 flags.DEFINE_string("chart", "", "Also write a bar chart of the table (PNG, + CSV), per row.")
 FLAGS = flags.FLAGS
@@ -36,7 +37,7 @@ def main(_):
             "\n\n| config | modules | bp | bp_remat | fused | sequential | seq. programs | "
             "seq. compile s | fused compile s |\n|---|---|---|---|---|---|---|---|---|\n")
   for name in FLAGS.configs:
-    config = importlib.import_module(f"configs.{name}").get_config()
+    config = grid.get_config(name)
     config.data.batch_size = config.data.eval_batch_size = FLAGS.batch
     s = memory.setup(config)
     key = (config.data.name, config.model.depth, FLAGS.batch)

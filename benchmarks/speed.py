@@ -11,7 +11,6 @@ load from other processes hits all variants alike; the table gives the median pe
 --configs defaults to benchmarks/grid.py. The BP step is compiled once per backbone and batch and
 reused by the configs that share them (its compile time is repeated in their rows).
 """
-import importlib
 import statistics
 import sys
 import time
@@ -21,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, ".")
+from benchmarks import grid  # noqa: E402
 from benchmarks.grid import CIFAR10_GRID  # noqa: E402
 from jax_local import memory  # noqa: E402
 from jax_local.engine import fused, sequential  # noqa: E402
@@ -29,7 +29,8 @@ from jax_local.train_state import init_state  # noqa: E402
 flags.DEFINE_string("out", "/tmp/speed.md", "Markdown table (appended row by row).")
 flags.DEFINE_integer("batch", 128, "Global batch size (CPU-scale).")
 flags.DEFINE_integer("rounds", 7, "Timed steps per variant.")
-flags.DEFINE_list("configs", list(CIFAR10_GRID), "Config names under configs/.")
+flags.DEFINE_list("configs", list(CIFAR10_GRID),
+                  "Published row names or configs/cifar.py cell names (benchmarks/grid.py).")
 flags.DEFINE_list("variants", ["fused", "sequential"], "Executors of the config's plan (+ bp).")
 flags.DEFINE_string("patch_loop", "", "If set, overrides config.method.pff.patch_loop.")
 FLAGS = flags.FLAGS
@@ -51,7 +52,7 @@ def main(_):
             "|---|---|---|---|---|---|---|---|\n")
   bp_steps = {}   # (model, dataset, batch) -> (compiled BP step, its compile s): one per backbone
   for name in FLAGS.configs:
-    config = importlib.import_module(f"configs.{name}").get_config()
+    config = grid.get_config(name)
     config.data.batch_size = config.data.eval_batch_size = FLAGS.batch
     if FLAGS.patch_loop:
       config.method.pff.patch_loop = FLAGS.patch_loop

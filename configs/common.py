@@ -1,4 +1,7 @@
-"""Shared defaults of every experiment config. Experiment files call get_config() and override.
+"""Shared defaults of every experiment config, and the helpers the config files share.
+
+Experiment files (configs/cifar.py, imagenet.py, fashion_mnist.py, ...) call get_config() and
+override.
 
 The defaults are the InfoPro-family CIFAR recipe (docs/methods.md §10.4/§10.5): SGD Nesterov 0.9,
 weight decay 1e-4 on all parameters, per-epoch warm-up blend into cosine, batch 1024, lr0 0.8.
@@ -124,4 +127,31 @@ def get_config():
   c.on_nonfinite = "stop"          # stop | skip (undo the step; costs a state copy per step)
   c.max_skipped_fraction = 0.01    # skip: the run fails (exit 4) once it skipped more than
   #                                  this share of its steps
+  return c
+
+
+def executor_for(method: str) -> str:
+  """Paper-size local runs use the sequential executor (one module's activations live at a
+  time, BENCHMARKS.md); BP is one module, for which fused is the same program without the
+  per-unit dispatch."""
+  return "fused" if method == "bp" else "sequential"
+
+
+def set_plugin(c, base: str, plugin: str, patch_loop: str = "scan"):
+  """Sets config.method for base × plugin (plugin may be "none"), the CIFAR-shape recipes:
+  InfoPro inside a plug-in uses the plug-ins' README flags (CE, 2c2f, λ (5, 0.5, 0, 0));
+  HPFF's PFF is code_quadrant_decoders with InfoPro and paper_shared_avg on the classifier
+  for the other bases (docs/methods.md §7.4), its patch nets run by `patch_loop`."""
+  c.method.name = base
+  c.method.plugin = plugin
+  if base == "infopro" and plugin != "none":
+    ip = c.method.infopro
+    ip.loss_mode, ip.classifier = "cross_entropy", "2c2f"
+    ip.ixx_1, ip.ixy_1, ip.ixx_2, ip.ixy_2 = 5.0, 0.5, 0.0, 0.0
+  if plugin == "hpff":
+    if base == "infopro":
+      c.method.pff.mode = "code_quadrant_decoders"
+    else:
+      c.method.pff.mode, c.method.pff.apply_to = "paper_shared_avg", "classifier"
+    c.method.pff.patch_loop = patch_loop
   return c

@@ -7,7 +7,7 @@ re-estimated on 20 training batches (README "Two test errors").
 dgl) and an optional plug-in (hpff | mlaan | man; HPFF's patch nets run unrolled, as 7x7 maps
 do not split evenly); scripts/quickstart.sh trains bp, dgl and dgl,hpff and prints one table.
 """
-from configs import common, plugin_grid
+from configs import common
 
 
 def get_config(arg: str = "dgl"):
@@ -32,5 +32,5 @@ def get_config(arg: str = "dgl"):
   c.eval.bn_recompute_batches = 20     # also report the test error with re-estimated BN stats
   c.log_every_steps = 20
   if plugin:
-    plugin_grid.set_plugin(c, method, plugin[0], patch_loop="unrolled")
+    common.set_plugin(c, method, plugin[0], patch_loop="unrolled")
   return c

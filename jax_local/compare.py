@@ -15,7 +15,10 @@ run, whose numbers mean nothing: its summary.json or hparams.json says so), net,
 modules), status (finished
 when summary.json exists), epochs (evaluated / planned), best and final test error (%, over the
 evaluations so far; with the running BN statistics, and, for runs with
-`eval.bn_recompute_batches` > 0, also with re-estimated ones: README "Two test errors"), step time (s: median over the log steps of global batch / images per
+`eval.bn_recompute_batches` > 0, also with re-estimated ones: README "Two test errors"), the
+paper's error beside them for a run that reproduces a published row (same dataset, network,
+split, method and plug-in as a row of third_party/published_rows.csv: `jax_local.published`;
+top-1 [± std] [/ top-5], shown when some run matches), step time (s: median over the log steps of global batch / images per
 second; the median discounts the log steps that include compilation or evaluation) and peak
 memory (MiB): the largest `*peak*bytes*` / `*peak*mib*` scalar of the run's metrics.jsonl or
 summary.json, which the trainer logs at every log step (`memory.peak_memory_record`: the device
@@ -38,7 +41,7 @@ import os
 import statistics
 import sys
 
-from jax_local import plots
+from jax_local import plots, published
 from jax_local.analysis.run_records import (RunError, method_label, read_config, read_json,
                                             read_metrics)
 
@@ -46,11 +49,11 @@ MIB = 2.0 ** 20
 COLUMNS = (("run", "run"), ("method", "method"), ("dataset", "dataset"), ("net", "net"),
            ("split", "split"),
            ("status", "status"), ("epochs", "epochs"), ("best_test_error", "best err %"),
-           ("final_test_error", "final err %"),
+           ("final_test_error", "final err %"), ("paper_error", "paper err %"),
            ("best_test_error_bn", "best err % (re-est. BN)"),
            ("final_test_error_bn", "final err % (re-est. BN)"),
            ("step_time_s", "step s"), ("peak_memory_mib", "peak MiB"))
-OPTIONAL = ("best_test_error_bn", "final_test_error_bn")  # shown when some row has them
+OPTIONAL = ("best_test_error_bn", "final_test_error_bn", "paper_error")  # shown when a row has one
 ERRORS = ("best_test_error", "final_test_error", "best_test_error_bn", "final_test_error_bn")
 REESTIMATED = "_bn_reestimated"  # jax_local.train.REESTIMATED (this module imports no JAX)
 
@@ -87,6 +90,9 @@ def read_run(workdir: str) -> dict:
   batch = config.data.batch_size
   step_times = [batch / m["images_per_sec"] for m in metrics if (m.get("images_per_sec") or 0) > 0]
   train_steps = [m["step"] for m in metrics if "loss" in m]
+  row = published.match(config.data.name, config.model.arch, config.model.depth,
+                        config.split.preset, config.method.name,
+                        config.method.get("plugin", "none"))
   return {
       "run": os.path.basename(workdir.rstrip("/")), "workdir": workdir,
       "method": method_label(config), "mock": mock,
@@ -103,6 +109,8 @@ def read_run(workdir: str) -> dict:
       "final_test_error": errors[-1] if errors else None,
       "best_test_error_bn": min(errors_bn) if errors_bn else None,
       "final_test_error_bn": errors_bn[-1] if errors_bn else None,
+      "paper_error": None if row is None else published.format_error(row),
+      "published_row": None if row is None else row.name,
       "seed": config.get("seed"),
       "seed_group": json.dumps({**{k: v for k, v in config.to_dict().items() if k != "seed"},
                                 "mock": mock}, sort_keys=True, default=str),

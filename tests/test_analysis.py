@@ -317,6 +317,24 @@ def test_compare_reads_a_run_being_written(tmp_path):
   assert "n/a" in compare.format_table([row])
 
 
+
+def test_compare_prints_the_papers_error_beside_a_published_row(tmp_path):
+  """A run of configs/published.py:<row> shows the row's published error; others show n/a."""
+  from configs import published as published_configs
+  run = tmp_path / "r32_dgl_hpff"
+  run.mkdir()
+  (run / "config.json").write_text(
+      published_configs.get_config("cifar10_r32_k16_dgl_hpff").to_json())
+  (run / "history.json").write_text(json.dumps(
+      [{"epoch": 1, "step": 10, "test_error": 9.5, "test_accuracy": 0.905}]))
+  row = compare.read_run(str(run))
+  assert (row["paper_error"], row["published_row"]) == ("8.94", "cifar10_r32_k16_dgl_hpff")
+  other = tmp_path / "fm"
+  other.mkdir()
+  (other / "config.json").write_text(_tiny_config("", "dgl", 1).to_json())
+  table = compare.format_table([row, compare.read_run(str(other))], "markdown")
+  assert "paper err %" in table.splitlines()[0] and "| 8.94 |" in table
+
 def _synthetic_run(root, name, method, seed, errors, errors_bn=None, finished=True):
   """A run folder as the trainer writes it: config.json, history.json (one entry per epoch),
   summary.json when finished."""

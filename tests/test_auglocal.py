@@ -61,11 +61,11 @@ def test_half_to_even_and_no_pyramid():
 
 
 def test_cifar_r32_plan():
-  """configs/cifar10_r32_k16_auglocal.py: 13 aux nets, 14 modules, the last = 3.2..3.4 + fc."""
-  from configs import cifar10_r32_k16_auglocal
+  """configs/cifar.py:cifar10,32,16,auglocal: 13 aux nets, 14 modules, the last = 3.2..3.4 + fc."""
+  from configs import cifar
   from jax_local import methods, splits
   from jax_local.models import build_backbone
-  c = cifar10_r32_k16_auglocal.get_config()
+  c = cifar.get_config("cifar10,32,16,auglocal")
   plan = methods.build_plan(c.method, build_backbone(c.model, 10),
                             splits.get_split(c.split.preset, 32), 10)
   assert plan.num_modules == 14

@@ -65,11 +65,11 @@ def test_every_shipped_config_validates():
   checked = 0
   for path in files:
     name = os.path.basename(path)[:-3]
-    if name in ("__init__", "common", "p400"):
+    if name in ("__init__", "common"):
       continue
     spec = importlib.util.spec_from_file_location(f"configs.{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config_validation.validate_config(module.get_config())
     checked += 1
-  assert checked >= 25
+  assert checked >= 8   # every file's default; tests/test_published_rows.py checks every row

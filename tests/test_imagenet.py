@@ -2,13 +2,11 @@
 compiled from abstract shapes, and the imagenet2012 pipeline on tfds mock data.
 
 Nothing here runs an ImageNet-size net: shapes and parameter counts come from `jax.eval_shape`,
-train steps are lowered (and a small one compiled) from ShapeDtypeStructs. By default every config
-builds its plan; `imagenet_r34_bp` is lowered and compiled, the main config `imagenet_r101_k4`
-lowered.
+train steps are lowered (and a small one compiled) from ShapeDtypeStructs. By default every
+published ImageNet row (third_party/published_rows.csv, configs/imagenet.py) builds its plan;
+`imagenet_r34_bp` is lowered and compiled, the main config (configs/imagenet_r101_k4.py) lowered.
 JAX_LOCAL_IMAGENET_COMPILE_ALL=1 lowers and compiles every config (about 15 min on 2 cores).
 """
-import glob
-import importlib
 import os
 
 import jax
@@ -17,8 +15,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jax_local import (config_validation, engine, methods, optim, part_optimizer, splits,
-                       splits_imagenet)
+from configs import imagenet as imagenet_configs
+from jax_local import (config_validation, engine, methods, optim, part_optimizer, published,
+                       splits, splits_imagenet)
 from jax_local.data import imagenet as inet
 from jax_local.heads import imagenet as H
 from jax_local.models import build_backbone
@@ -202,28 +201,29 @@ def test_infopro_head_family_dispatch():
 
 
 # ---------------------------------------------------------------------------------- configs
-CONFIGS = sorted(os.path.basename(f)[:-3] for f in glob.glob(
-    os.path.join(os.path.dirname(__file__), "..", "configs", "imagenet_*.py"))
-    if not f.endswith("imagenet_recipes.py"))
-MODULES = {  # config -> modules of its published split (BP: 1)
+CONFIGS = [r.name for r in published.rows() if r.dataset == "imagenet2012"]
+MODULES = {  # published row -> modules of its split (BP: 1)
     "imagenet_r101_bp": 1, "imagenet_r152_bp": 1, "imagenet_resnext101_bp": 1,
     "imagenet_vgg13_bp": 1, "imagenet_r34_bp": 1,
     "imagenet_r101_k2_infopro": 2, "imagenet_r152_k2_infopro": 2,
-    "imagenet_resnext101_k2_infopro": 2, "imagenet_r152_k2_man": 2, "imagenet_r152_k2_dgl": 2,
-    "imagenet_r101_k4": 4, "imagenet_r101_k4_infopro": 4, "imagenet_r152_k4_hpff": 4,
-    "imagenet_r152_k4_infopro": 4, "imagenet_resnext101_k4_hpff": 4,
-    "imagenet_resnext101_k4_infopro": 4, "imagenet_r101_k4_man": 4, "imagenet_r152_k4_man": 4,
+    "imagenet_resnext101_k2_infopro": 2, "imagenet_r152_k2_infopro_man": 2,
+    "imagenet_r152_k2_dgl": 2,
+    "imagenet_r101_k4_infopro_hpff": 4, "imagenet_r101_k4_infopro": 4,
+    "imagenet_r152_k4_infopro_hpff": 4, "imagenet_r152_k4_infopro": 4,
+    "imagenet_resnext101_k4_infopro_hpff": 4, "imagenet_resnext101_k4_infopro": 4,
+    "imagenet_r101_k4_infopro_man": 4, "imagenet_r152_k4_infopro_man": 4,
     "imagenet_vgg13_k10_dgl": 10, "imagenet_vgg13_k10_dgl_hpff": 10, "imagenet_vgg13_k4_dgl": 4,
-    "imagenet_r34_k17_mlaan": 16, "imagenet_r101_k34_mlaan": 33, "imagenet_r152_k51_mlaan": 50,
-    "imagenet_r34_k17_auglocal": 17,
+    "imagenet_r34_k17_greedy_mlaan": 16, "imagenet_r101_k34_greedy_mlaan": 33,
+    "imagenet_r152_k51_greedy_mlaan": 50, "imagenet_r34_k17_auglocal": 17,
 }
+MAIN = "imagenet_r101_k4_infopro_hpff"   # configs/imagenet_r101_k4.py
 COMPILE = {"imagenet_r34_bp"}
-LOWER = {"imagenet_r101_k4"}
+LOWER = {MAIN}
 ALL = os.environ.get("JAX_LOCAL_IMAGENET_COMPILE_ALL") == "1"
 
 
 def _build(name):
-  config = importlib.import_module(f"configs.{name}").get_config()
+  config = imagenet_configs.get_config(name)
   split = config_validation.validate_config(config)
   backbone = build_backbone(config.model, config.data.num_classes)
   return config, methods.build_plan(config.method, backbone, split, config.data.num_classes)
@@ -249,20 +249,22 @@ def test_config_builds_with_published_module_count(name):
 
 
 def test_main_config_recipe():
-  config, _ = _build("imagenet_r101_k4")
+  from configs import imagenet_r101_k4
+  assert imagenet_r101_k4.get_config().to_dict() == _build(MAIN)[0].to_dict()
+  config, _ = _build(MAIN)
   assert (config.num_epochs, config.data.batch_size, config.optim.lr) == (90, 128, 0.05)
   assert config.optim.schedule == "cosine" and config.optim.nesterov
   assert (config.method.name, config.method.plugin) == ("infopro", "hpff")
 
 
 def test_plugin_configs_use_imagenet_heads():
-  _, plan = _build("imagenet_r101_k4")  # HPFF ImageNet: cascades only, hpff heads (§7.3)
+  _, plan = _build(MAIN)  # HPFF ImageNet: cascades only, hpff heads (§7.3)
   assert [t.name for t in plan.terms] == ["cas1", "cas2", "final_y"]
   for t in plan.terms[:2]:
     head = plan.heads[t.head]
     assert isinstance(head, H.ImageNetInfoProHead) and head.quadrant_bce
     assert (t.weight, head.lambda_rec, head.lambda_cls) == (1.0, 5.0, 0.75)
-  _, plan = _build("imagenet_r152_k2_man")
+  _, plan = _build("imagenet_r152_k2_infopro_man")
   assert isinstance(plan.heads["m0"].inner, H.ImageNetInfoProHead)
 
 

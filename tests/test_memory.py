@@ -5,7 +5,7 @@ Numbers are printed (pytest -s) so the test log records them.
 import jax
 import pytest
 
-from configs import cifar10_r110_k55_predsim
+from configs import cifar
 from jax_local import memory
 from tests import helpers
 
@@ -51,7 +51,7 @@ def test_report_runs_for_resnet110_k55_without_executing(unoptimised_compiles):
   """The paper's split (54 modules) at batch 16 instead of 1024, compiled without XLA's
   optimisations and without the BP row (27 s of compile for a code path the small-net test
   covers), to keep compile time small."""
-  config = cifar10_r110_k55_predsim.get_config()
+  config = cifar.get_config("cifar10,110,55,predsim")
   config.data.batch_size = 16
   (row,) = memory.memory_report(config, variants=("sequential",))
   print(memory.format_table([row]))

@@ -177,12 +177,12 @@ def test_frozen_copy_zero_param_grad_nonzero_input_grad():
 
 def test_plan_shapes_published_splits():
   """Terms, EMA pairs and leap lists of the published ResNet-32 configs, built without init."""
-  from configs import plugin_grid
+  from configs import cifar
   from jax_local import methods, splits
   from jax_local.models import build_backbone
   plans = {}
   for plugin in ("hpff", "mlaan", "man"):
-    c = plugin_grid.get_plugin_config("cifar10", 32, "dgl", plugin)
+    c = cifar.get_cifar_config("cifar10", 32, 16, "dgl", plugin)
     split = splits.get_split(c.split.preset, 32)
     plans[plugin] = methods.build_plan(c.method, build_backbone(c.model, 10), split, 10)
     assert plans[plugin].num_modules == 15
@@ -200,8 +200,8 @@ def test_plan_shapes_published_splits():
                                                     (110, "r110_k55_hpff", 51)])
 def test_published_leap_lists_build(depth, preset, lam_terms):
   """Every published CIFAR leap list fits its split (first block's input width = module output)."""
-  from configs import plugin_grid
-  c = plugin_grid.get_plugin_config("cifar10", depth, "greedy", "mlaan")
+  from configs import cifar
+  c = cifar.get_cifar_config("cifar10", depth, 16 if depth == 32 else 55, "greedy", "mlaan")
   c.split.preset = preset
   split = splits.get_split(preset, depth)
   plan = methods.build_plan(c.method, build_backbone(c.model, 10), split, 10)

@@ -1,4 +1,7 @@
-"""ImageNet recipes (docs/methods.md §10.8) shared by the `configs/imagenet_*.py` experiment files.
+"""ImageNet (docs/methods.md §10.8): `--config=configs/imagenet.py:<row>` for a published row
+(`imagenet_r101_k4_infopro_hpff` or `r101_k4_infopro_hpff`, third_party/published_rows.csv), or
+`--config=configs/imagenet.py:<net>,<method>,<split>,<recipe>[,<plugin>]` for any other
+combination, e.g. `r152,infopro,r152_k8_hpff,hpff,hpff` (InfoPro + HPFF, ResNet-152 K=8).
 
 All: tfds `imagenet2012` at 224 px (§10.2), 1000 classes, SGD momentum 0.9 with Nesterov, wd 1e-4
 on every parameter, LR 0.5·lr0·(1 + cos(π·epoch/E)) per epoch without warm-up (`optim.schedule =
@@ -18,10 +21,12 @@ keep 512 and scale the LR linearly. BP baselines use the recipe of the local met
 compared with (§6.1): the published BP numbers (InfoPro Table 4) ran at 1024 / 0.4, the same LR
 per image as 128 / 0.05.
 
-Any combination also runs without a file of its own: `--config=configs/imagenet_recipes.py:NET,METHOD,
-PRESET,RECIPE[,PLUGIN]`, e.g. `...:r152,infopro,r152_k8_hpff,hpff,hpff` (InfoPro + HPFF, R152 K=8).
+Per method and plug-in (`METHOD_RULES`): InfoPro uses softmax CE with the InfoPro ImageNet heads
+and loss 5·BCE + 0.75·CE (ResNet-152 under the InfoPro recipe: 5·BCE + 1.0·CE, §5.2); AugLocal
+aux depth 4, no pyramid, no K reduction (§6.3); MLAAN on ResNet-34 zero-initialises bn2.γ (§1.3).
 """
-from configs import common, p400
+from configs import common
+from jax_local import published
 
 RECIPES = {  # name -> (epochs, batch, lr0)
     "infopro": (90, 1024, 0.4), "hpff": (90, 128, 0.05), "man": (90, 128, 0.05),
@@ -34,7 +39,7 @@ ARCHS = {  # net -> (model.arch, model.depth)
 }
 
 
-def get_imagenet_config(net: str, method: str, preset: str, recipe: str):
+def base_config(net: str, method: str, preset: str, recipe: str):
   """Common ImageNet config of `net` (a key of ARCHS) trained by `method` on split `preset`."""
   c = common.get_config()
   epochs, batch, lr = RECIPES[recipe]
@@ -53,12 +58,17 @@ def get_imagenet_config(net: str, method: str, preset: str, recipe: str):
     c.model.groups, c.model.width_per_group = 32, 8
   c.split.preset = preset
   c.method.name = method
-  c.executor = p400.executor_for(method)
+  c.executor = common.executor_for(method)
   c.method.dgl_head = "mlp-sr"          # DGL ImageNet heads: n_lin 3 (1x1), mlp 3 (§4.3a)
   ip = c.method.infopro                 # ImageNet InfoPro: softmax CE, ImageNet heads (§4.6)
   ip.loss_mode = "cross_entropy"
   ip.head_family = "imagenet_infopro"
   ip.ixx_1, ip.ixy_1, ip.ixx_2, ip.ixy_2 = 5.0, 0.75, 0.0, 0.0
+  if net == "r152" and recipe == "infopro":
+    ip.ixy_1 = 1.0                      # InfoPro's ResNet-152 command: 5·BCE + 1.0·CE (§5.2)
+  if method == "auglocal":              # AugLocal's ImageNet code (§6.3)
+    al = c.method.auglocal
+    al.aux_depth, al.pyramid, al.subtract_depth_from_k = 4, False, False
   c.optim.lr = lr
   c.optim.schedule = "cosine"
   c.optim.warmup_epochs = 0
@@ -81,8 +91,14 @@ def hpff(c):
   decoders/classifiers (head_family imagenet_hpff does the quadrant sum on the decoded image, so
   pff.mode is off: there is no feature-map patching on ImageNet); the last step is
   CE(fc(E_{L-1}(E_{L-2}(sg a_{L-2})))) alone (final_x_loss = dropped). λ is constant (Q5 unused).
+  With a DGL base (no published code): HiLo k=2 with weights 0.001/0.999, constant λ, and PFF on
+  the classifier with shared patch nets (§7.4 [decision], "HPFF-style, project reconstruction").
   """
   c.method.plugin = "hpff"
+  if c.method.name == "dgl":
+    c.method.hilo.lambda_schedule = "constant"
+    c.method.pff.mode, c.method.pff.apply_to = "paper_shared_avg", "classifier"
+    return c
   c.method.infopro.head_family = "imagenet_hpff"
   h = c.method.hilo
   h.k, h.w_ind, h.w_cas = 2, 0.0, 1.0
@@ -107,7 +123,8 @@ def man(c):
 def mlaan(c):
   """MLAAN on ImageNet (§8.1-§8.3): MLM k = 3 with weights 0.001 / 0.999, LAM with EMA 0.995 on
   every module, copies as independent draws (Q14), CE-only GAP-FC heads (base greedy: the CAN and
-  the 256/512-wide IAN of `MLAAN ImageNet/networks/auxnet34.py`)."""
+  the 256/512-wide IAN of `MLAAN ImageNet/networks/auxnet34.py`); ResNet-34 zero-initialises the
+  last BN γ of each block (§1.3)."""
   c.method.name = "greedy"
   c.method.plugin = "mlaan"
   c.method.mlm.k, c.method.mlm.w_ind, c.method.mlm.w_cas = 3, 0.001, 0.999
@@ -116,14 +133,29 @@ def mlaan(c):
   lam = c.method.lam
   lam.ema_decay, lam.ema_update, lam.ema_at = 0.995, "all", "first"
   lam.copy_init, lam.leap_lists = "independent", "auto"
+  c.model.zero_init_residual = c.model.depth == 34 and c.model.arch == "imagenet_resnet"
   return c
 
 
-PLUGINS = {"hpff": hpff, "man": man, "mlaan": mlaan}
+PLUGINS = {"none": lambda c: c, "hpff": hpff, "man": man, "mlaan": mlaan}
 
 
-def get_config(spec: str = "r101,infopro,r101_k4_hpff,hpff,hpff"):
-  """Config from "NET,METHOD,PRESET,RECIPE[,PLUGIN]" (default: the imagenet_r101_k4 row)."""
-  net, method, preset, recipe, *plugin = spec.split(",")
-  c = get_imagenet_config(net, method, preset, recipe)
-  return PLUGINS[plugin[0]](c) if plugin else c
+def get_imagenet_config(net: str, method: str, preset: str, recipe: str, plugin: str = "none"):
+  """The config of `method` (+ `plugin`) on `net`, split `preset`, under `recipe`."""
+  return PLUGINS[plugin](base_config(net, method, preset, recipe))
+
+
+def from_row(row: published.Row):
+  """The config of a published ImageNet row."""
+  return get_imagenet_config(row.net, row.method, row.split, row.recipe, row.plugin)
+
+
+def get_config(arg: str = "imagenet_r101_k4_infopro_hpff"):
+  """`<row>` (with or without the "imagenet_" prefix) or `<net>,<method>,<split>,<recipe>
+  [,<plugin>]`."""
+  arg = arg or "imagenet_r101_k4_infopro_hpff"
+  if "," in arg:
+    net, method, preset, recipe, *plugin = arg.split(",")
+    return get_imagenet_config(net, method, preset, recipe, plugin[0] if plugin else "none")
+  name = arg if arg.startswith("imagenet_") else f"imagenet_{arg}"
+  return from_row(published.get(name))

@@ -1,0 +1,48 @@
+"""Fashion-MNIST at CPU scale, the plug-in table of BENCHMARKS.md:
+`--config=configs/fashion_mnist.py:<method>[,<plugin>]` (method: bp | greedy | dgl | infopro |
+predsim | auglocal; plugin: none | hpff | mlaan | man; default "dgl").
+
+First 10,000 training images, full test split, 3 epochs, batch 128, SGD Nesterov lr 0.1 cosine
+per step (to 0), evaluated also with BN statistics re-estimated on 20 training batches; ResNet-14
+cut one block per module with the stem merged into 1.0 ("blocks": 6 modules, convention B) —
+AugLocal: stem alone ("blocks_stem": 7 layers, d=2, K_eff = 5 modules). bp and auglocal take no
+plug-in. InfoPro alone uses its own recipe (CE, 1c2f, λ row of ResNet-32 K=16), with a plug-in
+the plug-ins' recipe. Stage-3 maps are 7×7, so paper_shared_avg patches run `unrolled` (uneven
+2x2 patches). BN running statistics are updated once per step in every row
+(`replicate_bn_calls=False`, not the references' quirk Q23), so all rows share BP's rule.
+"""
+from configs import common
+
+
+def get_fashion_mnist_config(base: str, plugin: str = "none"):
+  c = common.get_config()
+  c.num_epochs = 3
+  c.data.name = "fashion_mnist"
+  c.data.num_classes = 10
+  c.data.batch_size = 128
+  c.data.eval_batch_size = 1000
+  c.data.train_subset = 10000
+  c.model.depth = 14
+  c.split.preset = "blocks_stem" if base == "auglocal" else "blocks"
+  c.method.dgl_head = "manpp"
+  c.method.replicate_bn_calls = False
+  ip = c.method.infopro  # InfoPro alone: CE, 1c2f, the K=16 ResNet-32 λ row (5, 0.05, 0.2, 0.5)
+  ip.loss_mode, ip.classifier = "cross_entropy", "1c2f"
+  ip.ixx_1, ip.ixy_1, ip.ixx_2, ip.ixy_2 = 5.0, 0.05, 0.2, 0.5
+  c.method.auglocal.aux_depth = 2
+  c.optim.lr = 0.1
+  c.optim.schedule = "cosine"
+  c.optim.schedule_unit = "step"
+  c.eval.bn_recompute_batches = 20
+  c.log_every_steps = 20
+  c = common.set_plugin(c, base, plugin, patch_loop="unrolled")
+  if (base, plugin) == ("predsim", "hpff"):
+    # PredSim's prediction head flattens a pooled map, so its parameters depend on the patch
+    # size and one head cannot serve the unequal patches of a 7×7 map: HiLo without PFF
+    c.method.pff.mode = "off"
+  return c
+
+
+def get_config(arg: str = "dgl"):
+  base, _, plugin = (arg or "dgl").partition(",")
+  return get_fashion_mnist_config(base, plugin or "none")
