@@ -24,10 +24,10 @@ def test_gpu_check_smoke(tmp_path):
     assert rows and not [r for r in rows if "error" in r or "skipped" in r], (name, rows)
     parts[name] = rows
   memory = {r["config"]: r for r in parts["a_memory"]}
-  assert set(memory) == {"cifar10_r32_k16_bp", "cifar10_r32_k16_dgl"}
+  assert set(memory) == {"cifar10_r32_bp", "cifar10_r32_k16_dgl"}
   for r in memory.values():
     assert r["compile_bytes"] > 0 and r["measured_bytes"] > 0
-  assert memory["cifar10_r32_k16_bp"]["calls"] == 1
+  assert memory["cifar10_r32_bp"]["calls"] == 1
   speed = parts["b_speed"]
   assert {(r["dtype"], r["variant"]) for r in speed} == {("float32", "bp"),
                                                           ("float32", "sequential")}
