@@ -61,8 +61,8 @@ def mock_data(num_examples: int, dataset: str):
   change if 0. Raises app.UsageError for a dataset that is not a stock tfds builder."""
   if num_examples <= 0:
     return contextlib.nullcontext()
-  from jax_local.data import input_pipeline
-  if dataset not in (*input_pipeline.TFDS_SPLITS, "imagenet2012"):
+  from jax_local.data import catalog
+  if dataset not in (*catalog.TFDS_SPLITS, "imagenet2012"):
     raise app.UsageError(f"--mock_data mocks stock tfds datasets; config.data.name is "
                          f"{dataset!r}")
   import tensorflow_datasets as tfds

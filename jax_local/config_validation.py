@@ -4,12 +4,12 @@ from __future__ import annotations
 import jax
 
 from jax_local import divergence, losses, methods, optim, plugins, splits
+from jax_local.data import catalog
 from jax_local.plugins import hilo, leap, momentum, pff, schedules
 from jax_local.heads import imagenet as imagenet_heads
 from jax_local.models import ARCHS, build_backbone
 from jax_local.models.cifar_resnet import stage_sizes
 
-DATASETS = ("fashion_mnist", "cifar10", "svhn", "stl10", "image_folder", "imagenet2012")
 from jax_local.engine import EXECUTORS
 DGL_HEADS = ("mlp", "mlp-sr", "cnn", "auglocal", "manpp")
 INFOPRO_CLASSIFIERS = ("0c1f", "0c2f", "1c1f", "1c2f", "1c3f", "2c2f")
@@ -43,7 +43,7 @@ def validate_config(config, num_devices: int | None = None) -> splits.Split:
   """Raises ConfigError on the first invalid field; returns the resolved split. num_devices:
   the devices the run's mesh spans (default every device)."""
   _positive("num_epochs", config.num_epochs)
-  _choice("data.name", config.data.name, DATASETS)
+  _choice("data.name", config.data.name, catalog.NAMES)
   _positive("data.batch_size", config.data.batch_size)
   _positive("data.eval_batch_size", config.data.eval_batch_size)
   _positive("data.num_classes", config.data.num_classes)

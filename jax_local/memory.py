@@ -42,14 +42,11 @@ import optax
 from jax_local import config_validation, methods, optim, parallel, part_optimizer
 from jax_local.engine import forward, fused, sequential
 from jax_local.models import build_backbone
+from jax_local.data import catalog
 from jax_local.models import layers
 from jax_local.models.backbone import apply_block
 from jax_local.train_state import init_state
 
-# name -> (image shape HWC, training-set size); the data is never loaded.
-DATASETS = {"cifar10": ((32, 32, 3), 50000), "svhn": ((32, 32, 3), 73257),
-            "stl10": ((96, 96, 3), 5000), "fashion_mnist": ((28, 28, 1), 60000),
-            "imagenet2012": ((224, 224, 3), 1281167)}
 VARIANTS = ("bp", "bp_remat", "fused", "sequential")
 MIB = 2.0 ** 20
 
@@ -98,10 +95,12 @@ def setup(config) -> Setup:
   """The config's plan and BP's plan on the same backbone (as train.build, without data)."""
   split = config_validation.validate_config(config)
   name = config.data.name
-  if name not in DATASETS:
-    raise ValueError(f"config.data.name={name!r}: no image shape known; add it to "
-                     f"jax_local.memory.DATASETS (known: {', '.join(DATASETS)})")
-  image_shape, num_train = DATASETS[name]
+  info = catalog.DATASETS[name]   # the data are never loaded
+  if info.image_shape is None:
+    raise ValueError(f"config.data.name={name!r}: its image shape depends on the files; the "
+                     "memory report knows " + ", ".join(
+                         n for n, d in catalog.DATASETS.items() if d.image_shape is not None))
+  image_shape, num_train = info.image_shape, info.num_train
   if name == "imagenet2012" and config.data.get("image_size", 0):
     image_shape = (config.data.image_size, config.data.image_size, 3)
   num_classes = config.data.num_classes
@@ -115,9 +114,7 @@ def setup(config) -> Setup:
   steps = math.ceil(num_train / config.data.batch_size)
   schedule = optim.make_schedule(config.optim, config.num_epochs, steps)
   base_tx = optim.make_optimizer(config.optim, config.num_epochs, steps)
-  from jax_local.data import imagenet
-  from jax_local.data.input_pipeline import NORMALISATION
-  mean, std = (imagenet.MEAN, imagenet.STD) if name == "imagenet2012" else NORMALISATION[name]
+  mean, std = info.mean, info.std
   return Setup(plan, bp_plan, part_optimizer.PartOptimizer(base_tx, plan.ema_pairs), base_tx,
                schedule, mean, std, image_shape)
 

@@ -41,9 +41,10 @@ from typing import Iterator
 
 import numpy as np
 
+from jax_local.data import catalog
+
 NAME = "imagenet2012"
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+MEAN, STD = catalog.IMAGENET_MEAN, catalog.IMAGENET_STD
 IMAGE_SIZE = 224
 RESIZE_RATIO = 256 / 224
 SCALE = (0.08, 1.0)

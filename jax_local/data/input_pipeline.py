@@ -29,21 +29,8 @@ from typing import Iterator, Optional, Sequence, Tuple
 import numpy as np
 
 from jax_local.data import augment as augment_lib
+from jax_local.data.catalog import NORMALISATION, TFDS_SPLITS  # the one dataset table
 
-# Per-channel (mean, std) in [0, 1] units (docs/methods.md §10.2).
-NORMALISATION = {
-    "cifar10": ((125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255)),
-    "svhn": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    "stl10": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    "fashion_mnist": ((0.286,), (0.353,)),
-    "image_folder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
-# Stock tfds builder name and (train split, test split) of each dataset.
-TFDS_SPLITS = {
-    "cifar10": ("cifar10", "train", "test"),
-    "svhn": ("svhn_cropped", "train", "test"),  # InfoPro family: no `extra`
-    "stl10": ("stl10", "train", "test"),        # labelled 5000 / 8000
-}
 SUPPORTED = tuple(NORMALISATION)
 
 Batch = dict
