@@ -8,12 +8,30 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import Any
 
 import flax.linen as nn
 import jax
 
 Params = dict[str, Any]
+
+_RESIDUAL = re.compile(r"s(\d+)b(\d+)")
+
+
+def residual_name(stage: int, index: int) -> str:
+  """Name of residual block `index` of stage `stage` (both as in "s.b", stages from 1): "s{s}b{b}".
+
+  The ResNet backbones name their blocks with it; splits, leap lists and stage-based λ schedules
+  read block positions back with `residual_position` (docs/methods.md §3.1).
+  """
+  return f"s{stage}b{index}"
+
+
+def residual_position(name: str) -> tuple[int, int] | None:
+  """(stage, index) of a residual block name "s{s}b{b}"; None for "stem", "conv<i>", "fc"."""
+  m = _RESIDUAL.fullmatch(name)
+  return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 @dataclasses.dataclass(frozen=True)
