@@ -17,7 +17,7 @@ import pytest
 
 from configs import imagenet as imagenet_configs
 from jax_local import (config_validation, engine, methods, optim, part_optimizer, published,
-                       splits, splits_imagenet)
+                       split_presets, splits)
 from jax_local.data import imagenet as inet
 from jax_local.heads import imagenet as H
 from jax_local.models import build_backbone
@@ -99,11 +99,11 @@ PUBLISHED = {  # docs/methods.md §3.3: preset -> (modules L, paper K)
 
 
 def test_published_split_presets_module_counts():
-  assert set(splits_imagenet.PRESETS) == set(PUBLISHED)
+  assert {row.name for row in split_presets.IMAGENET} == set(PUBLISHED)
   for name, (L, k) in PUBLISHED.items():
-    s = splits_imagenet.PRESETS[name]
+    s = splits.PRESETS[name]
     assert (s.num_modules, s.paper_k) == (L, k), name
-  P = splits_imagenet.PRESETS
+  P = splits.PRESETS
   assert P["r101_k4_hpff"].residual_blocks_per_module == (8, 9, 8, 8)
   assert P["r152_k4_hpff"].residual_blocks_per_module == (12, 9, 8, 21)
   assert P["r34_k4_hpff"].module_labels() == ("stem..2.0", "2.1..3.0", "3.1..3.5", "4.0..4.2+fc")
@@ -120,7 +120,7 @@ def test_published_split_presets_module_counts():
 
 def test_get_split_dispatches_by_arch():
   s = splits.get_split("r101_k4_hpff", 101, "imagenet_resnext")
-  assert s is splits_imagenet.PRESETS["r101_k4_hpff"]
+  assert s is splits.PRESETS["r101_k4_hpff"]
   assert splits.get_split("uniform_k1", 152, "imagenet_resnet").num_modules == 1
   assert splits.get_split("blocks", 34, "imagenet_resnet").num_modules == 16
   assert splits.get_split("blocks_stem", 34, "imagenet_resnet").num_modules == 17
@@ -128,8 +128,10 @@ def test_get_split_dispatches_by_arch():
   assert splits.get_split("r32_k16_hpff", 32).num_modules == 15  # CIFAR unchanged
   with pytest.raises(ValueError, match="resnet152"):
     splits.get_split("r152_k4_hpff", 101, "imagenet_resnet")
-  with pytest.raises(ValueError, match="unknown"):
+  with pytest.raises(ValueError, match="is for resnet32"):
     splits.get_split("r32_k16_hpff", 34, "imagenet_resnet")
+  with pytest.raises(ValueError, match="is for resnet34"):  # same block names, other blocks
+    splits.get_split("r34_k4_hpff", 50, "imagenet_resnet")
 
 
 # ---------------------------------------------------------------------------------- heads

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jax_local import losses
-from jax_local.resize import resize_align_corners
+from jax_local.models.layers import resize_align_corners
 
 
 def _rng(seed=0):

@@ -1,7 +1,10 @@
 """Split presets against the docs/methods.md §3.2 table; constructors, generic splits, errors."""
 import pytest
 
+from jax_local import split_presets
 from jax_local import splits as S
+
+R20, R32, R110 = (S.layout("cifar_resnet", d) for d in (20, 32, 110))
 
 # §3.2 "modules" column, verbatim where written out ("a..b" inclusive; "+fc" implied at the end).
 TABLE = {
@@ -37,9 +40,9 @@ KL = {"r32_k2": (2, 2), "r32_k3": (3, 3), "r32_k4": (4, 4), "r32_k8": (8, 8), "r
       "r110b_k4": (4, 4)}
 
 
-def _parse(depth, text):
+def _parse(lay, text):
   def idx(label):
-    return 0 if label == "stem" else S.block_index(depth, *map(int, label.split(".")))
+    return 0 if label == "stem" else lay.index(*map(int, label.split(".")))
   out = []
   for part in text.split(" / "):
     a, _, b = part.partition("..")
@@ -48,31 +51,32 @@ def _parse(depth, text):
 
 
 def test_block_indexing():
-  assert S.block_index(32, 0, 0) == 0 and S.block_index(32, 1, 0) == 1
-  assert S.block_index(32, 2, 0) == 6 and S.block_index(32, 3, 4) == 15
-  assert S.block_index(110, 3, 17) == 54
-  assert [S.block_label(32, i) for i in (0, 1, 5, 6, 15, 16)] == ["stem", "1.0", "1.4", "2.0", "3.4", "fc"]
+  assert R32.index(0, 0) == 0 and R32.index(1, 0) == 1
+  assert R32.index(2, 0) == 6 and R32.index(3, 4) == 15
+  assert R110.index(3, 17) == 54
+  assert [R32.label(i) for i in (0, 1, 5, 6, 15, 16)] == ["stem", "1.0", "1.4", "2.0", "3.4", "fc"]
+  assert R32.blocks[15] == R32.block("3.4") == "s3b4" and R32.block("fc") == "fc"
   for bad in ((1, 5), (4, 0), (0, 1)):
     with pytest.raises(ValueError):
-      S.block_index(32, *bad)
+      R32.index(*bad)
   with pytest.raises(ValueError, match="model.depth"):
-    S.block_index(33, 1, 0)
+    S.layout("cifar_resnet", 33)
 
 
 def test_every_preset_listed_and_counts():
-  assert set(S.PRESETS) == set(KL)
+  assert {row.name for row in split_presets.CIFAR} == set(KL)
   for name, (k, L) in KL.items():
     s = S.PRESETS[name]
     assert (s.name, s.paper_k, s.num_modules) == (name, k, L), name
-    assert s.depth == (32 if name.startswith("r32") else 110)
-    assert s.module_ranges[0][0] == 0 and s.module_ranges[-1][1] == 3 * (s.depth - 2) // 6
+    assert s.layout == (R32 if name.startswith("r32") else R110)
+    assert s.module_ranges[0][0] == 0 and s.module_ranges[-1][1] == 3 * (s.layout.depth - 2) // 6
     assert f"-> {L} gradient-isolated modules" in s.describe()
 
 
 @pytest.mark.parametrize("name", sorted(TABLE))
 def test_module_contents_match_table(name):
   s = S.PRESETS[name]
-  assert s.module_ranges == _parse(s.depth, TABLE[name])
+  assert s.module_ranges == _parse(s.layout, TABLE[name])
 
 
 def test_one_block_rows():
@@ -119,26 +123,26 @@ B_LISTS = {
 
 def test_convention_b_equals_a():
   for (depth, name), ends in B_LISTS.items():
-    b = S.from_module_ends(depth, ends, name + "_b", 0)
+    b = S.from_module_ends(S.layout("cifar_resnet", depth), ends, name + "_b", 0)
     assert b.module_ends == S.PRESETS[name].module_ends, name
   assert S.PRESETS["r32_k8_hpff"].module_ends == S.PRESETS["r32_k8"].module_ends
 
 
 def test_constructors():
-  a = S.from_split_points(20, [[0, 0], [2, 0]], "x", 3)
+  a = S.from_split_points(R20, [[0, 0], [2, 0]], "x", 3)
   assert a.module_ranges == ((0, 0), (1, 4), (5, 9))
-  c = S.from_split_points(20, [[0, 0, 0], [1, 2, 3]], "c", 3, convention="C")
+  c = S.from_split_points(R20, [[0, 0, 0], [1, 2, 3]], "c", 3, convention="C")
   assert c.module_ranges == ((0, 0), (1, 3), (4, 9))
   with pytest.raises(ValueError, match="layer_id"):
-    S.from_split_points(20, [[0, 0, 0], [1, 2, 2]], "c", 3, convention="C")
+    S.from_split_points(R20, [[0, 0, 0], [1, 2, 2]], "c", 3, convention="C")
   with pytest.raises(ValueError, match="empty last module"):
-    S.from_split_points(20, [[3, 2]], "x", 2)
+    S.from_split_points(R20, [[3, 2]], "x", 2)
   with pytest.raises(ValueError, match="stem"):
-    S.from_module_ends(20, [[0, 0], [3, 2]], "x", 2)
-  with pytest.raises(ValueError, match="final residual block"):
-    S.from_module_ends(20, [[1, 2]], "x", 1)
+    S.from_module_ends(R20, [[0, 0], [3, 2]], "x", 2)
+  with pytest.raises(ValueError, match="final block"):
+    S.from_module_ends(R20, [[1, 2]], "x", 1)
   with pytest.raises(ValueError, match="increasing"):
-    S.from_split_points(20, [[2, 0], [1, 0]], "x", 3)
+    S.from_split_points(R20, [[2, 0], [1, 0]], "x", 3)
 
 
 def test_uniform_rule_and_generic_names():
@@ -148,8 +152,8 @@ def test_uniform_rule_and_generic_names():
           ("r110_k55_auglocal", 55, True)]
   for name, L, stem in same:
     p = S.PRESETS[name]
-    assert S.uniform(p.depth, L, stem).module_ends == p.module_ends, name
-  assert S.uniform(20, 3).module_ranges == ((0, 2), (3, 5), (6, 9))
+    assert S.uniform(p.layout, L, stem).module_ends == p.module_ends, name
+  assert S.uniform(R20, 3).module_ranges == ((0, 2), (3, 5), (6, 9))
   assert S.get_split("uniform_k1", 20).module_ranges == ((0, 9),)
   assert S.get_split("uniform_k3_stem", 20).module_ranges == ((0, 0), (1, 4), (5, 9))
   b, bs = S.get_split("blocks", 20), S.get_split("blocks_stem", 20)
@@ -161,7 +165,7 @@ def test_uniform_rule_and_generic_names():
 def test_errors():
   with pytest.raises(ValueError, match=r"split\.preset='nope'.*r32_k16_hpff.*uniform_k<L>"):
     S.get_split("nope", 32)
-  with pytest.raises(ValueError, match=r"split.preset='r110_k55_hpff' is for ResNet-110 but model.depth=32"):
+  with pytest.raises(ValueError, match=r"split.preset='r110_k55_hpff' is for resnet110 .*model.depth=32"):
     S.get_split("r110_k55_hpff", 32)
   with pytest.raises(ValueError, match="impossible split"):
     S.get_split("uniform_k10", 20)  # 9 residual blocks: at most 9 modules with the stem merged

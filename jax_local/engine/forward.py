@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jax_local.models.backbone import apply_block
+from jax_local.models.backbone import apply_block, apply_with_stats
 from jax_local.models.layers import BatchNorm
 from jax_local.plan import LossTerm, Plan
 
@@ -31,10 +31,10 @@ def with_image01(batch, mean, std):
 def apply_head(plan: Plan, term: LossTerm, params, stats, h, batch):
   """Runs a term's head in train mode; returns `(loss, metrics, new_head_stats)`."""
   head = plan.heads[term.head]
-  variables = {"params": params["heads"].get(term.head, {}),
-               "batch_stats": stats["heads"].get(term.head, {})}
-  (loss, metrics), updated = head.apply(variables, h, batch, train=True, mutable=["batch_stats"])
-  return loss, metrics, updated.get("batch_stats", {})
+  (loss, metrics), new_stats = apply_with_stats(head, params["heads"].get(term.head, {}),
+                                                stats["heads"].get(term.head, {}), h, batch,
+                                                train=True)
+  return loss, metrics, new_stats
 
 
 def canonical_forward(plan: Plan, params, stats, image):

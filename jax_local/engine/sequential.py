@@ -49,7 +49,7 @@ import jax.numpy as jnp
 from jax_local import ema, part_optimizer
 from jax_local.engine import forward
 from jax_local.heads import coefficients
-from jax_local.models.backbone import apply_block
+from jax_local.models.backbone import apply_block, apply_with_stats
 from jax_local.plan import LossTerm, Plan
 
 sg = jax.lax.stop_gradient
@@ -240,11 +240,9 @@ def _unit_step(spec: UnitSpec, mean, std, params, stats, head_params, head_stats
   def heads_loss(outs, hp):   # outs[g]: the module output as seen by group g
     total, metrics, new_hs = jnp.zeros((), jnp.float32), [], list(head_stats)
     for (g, hk), w in zip(spec.terms, weights):
-      variables = {"params": hp[hk], "batch_stats": head_stats[hk]}
       head = coefficients.bind(spec.heads[hk], coefs[hk])
-      (loss, m), upd = head.apply(variables, outs[g], batch, train=True,
-                                            mutable=["batch_stats"])
-      new_hs[hk] = upd.get("batch_stats", {})
+      (loss, m), new_hs[hk] = apply_with_stats(head, hp[hk], head_stats[hk], outs[g], batch,
+                                               train=True)
       total = total + w * loss
       metrics.append(m)
     return total, (total, tuple(new_hs), tuple(metrics))
@@ -281,9 +279,8 @@ def _head_step(spec: HeadSpec, mean, std, head_params, head_stats, h, batch, wei
   head = coefficients.bind(spec.head, coefs)
 
   def loss_fn(hp, h):
-    (loss, m), upd = head.apply({"params": hp, "batch_stats": head_stats}, h, batch,
-                                     train=True, mutable=["batch_stats"])
-    return weight * loss, (weight * loss, upd.get("batch_stats", {}), m)
+    (loss, m), new_stats = apply_with_stats(head, hp, head_stats, h, batch, train=True)
+    return weight * loss, (weight * loss, new_stats, m)
 
   (g_head, ct), (total, new_hs, metrics) = jax.grad(loss_fn, (0, 1), has_aux=True)(
       head_params, h)
@@ -293,16 +290,14 @@ def _head_step(spec: HeadSpec, mean, std, head_params, head_stats, h, batch, wei
 
 def _trunk_forward_step(spec: TrunkSpec, params, stats, z):
   """Split mode: (sg(stage(z)), new stage stats); z [N,H,W,C]."""
-  out, updated = spec.stage.apply({"params": params, "batch_stats": stats}, z, train=True,
-                                  mutable=["batch_stats"])
-  return sg(out), updated.get("batch_stats", {})
+  out, new_stats = apply_with_stats(spec.stage, params, stats, z, train=True)
+  return sg(out), new_stats
 
 
 def _trunk_back_step(spec: TrunkSpec, params, stats, z, ct, acc):
   """Recomputes stage(z) and pulls the cotangent `ct` at its output back to z. Returns (acc +
   the stage's gradient, cotangent at z, squared norm of acc if final)."""
-  fwd = lambda p, x: spec.stage.apply({"params": p, "batch_stats": stats}, x, train=True,
-                                      mutable=["batch_stats"])[0]
+  fwd = lambda p, x: apply_with_stats(spec.stage, p, stats, x, train=True)[0]
   _, vjp_fn = jax.vjp(fwd, params, z)
   g_params, ct_z = vjp_fn(ct)
   acc = _add(acc, g_params)

@@ -32,8 +32,8 @@ from jax_local import losses
 from jax_local.heads.coefficients import is_active
 from jax_local.heads.common import ce_and_metrics
 from jax_local.heads.infopro import InfoProHead
-from jax_local.models.layers import BatchNorm, Conv, Dense, global_avg_pool
-from jax_local.resize import resize_align_corners
+from jax_local.models.layers import (BatchNorm, Conv, Dense, global_avg_pool,
+                                     resize_align_corners)
 
 HEAD_FAMILIES = ("cifar", "imagenet_infopro", "imagenet_hpff")
 # (image size / resize target, kernel, width) per conv after the first 1x1 -> 128; None: no resize.

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 from jax_local import losses
 from jax_local.heads.coefficients import is_active
 from jax_local.heads.common import ce_and_metrics
-from jax_local.models.layers import BatchNorm, Conv, Dense, global_avg_pool
-from jax_local.resize import resize_align_corners
+from jax_local.models.layers import (BatchNorm, Conv, Dense, global_avg_pool,
+                                     resize_align_corners)
 
 CLASSIFIER_CONFIGS = ("0c1f", "0c2f", "1c1f", "1c2f", "1c3f", "2c2f")
 

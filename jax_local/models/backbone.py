@@ -8,12 +8,30 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import Any
 
 import flax.linen as nn
 import jax
 
 Params = dict[str, Any]
+
+_RESIDUAL = re.compile(r"s(\d+)b(\d+)")
+
+
+def residual_name(stage: int, index: int) -> str:
+  """Name of residual block `index` of stage `stage` (both as in "s.b", stages from 1): "s{s}b{b}".
+
+  The ResNet backbones name their blocks with it; splits, leap lists and stage-based λ schedules
+  read block positions back with `residual_position` (docs/methods.md §3.1).
+  """
+  return f"s{stage}b{index}"
+
+
+def residual_position(name: str) -> tuple[int, int] | None:
+  """(stage, index) of a residual block name "s{s}b{b}"; None for "stem", "conv<i>", "fc"."""
+  m = _RESIDUAL.fullmatch(name)
+  return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,17 +66,30 @@ class Backbone:
     return params, stats, shapes
 
 
+def apply_with_stats(module: nn.Module, params, stats, *args, **kwargs):
+  """`module.apply` with its BatchNorm statistics mutable; returns `(output, new_stats)`.
+
+  `stats` is the module's "batch_stats" collection ({} for a module without BatchNorm); `args`
+  and `kwargs` go to the module's `__call__` (e.g. `x, train=True`). In train mode new_stats are
+  the running averages after this call (docs/methods.md §1.2); a module that writes none (eval
+  mode, no BatchNorm) gives {}. Shared by blocks, heads and plugin copies so every train-mode
+  call updates statistics the same way.
+  """
+  out, updated = module.apply({"params": params, "batch_stats": stats}, *args,
+                              mutable=["batch_stats"], **kwargs)
+  return out, updated.get("batch_stats", {})
+
+
 def _init_block(block: nn.Module, rng, x):
   """(params, batch_stats, output) of a freshly initialised block on input x."""
   variables = block.init(rng, x, train=True)
-  y, _ = block.apply(variables, x, train=True, mutable=["batch_stats"])
-  return variables["params"], variables.get("batch_stats", {}), y
+  params, stats = variables["params"], variables.get("batch_stats", {})
+  y, _ = apply_with_stats(block, params, stats, x, train=True)
+  return params, stats, y
 
 
 def apply_block(block: nn.Module, params, stats, x, train: bool):
   """Runs one block; returns `(y, new_stats)` (stats unchanged in eval mode)."""
-  variables = {"params": params, "batch_stats": stats}
   if not train:
-    return block.apply(variables, x, train=False), stats
-  y, updated = block.apply(variables, x, train=True, mutable=["batch_stats"])
-  return y, updated.get("batch_stats", {})
+    return block.apply({"params": params, "batch_stats": stats}, x, train=False), stats
+  return apply_with_stats(block, params, stats, x, train=True)

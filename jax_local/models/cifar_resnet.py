@@ -9,8 +9,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jax_local.models.backbone import Backbone
-from jax_local.models.layers import BatchNorm, Conv, Dense, global_avg_pool
+from jax_local.models.backbone import Backbone, residual_name
+from jax_local.models.layers import BatchNorm, Classifier, Conv
 
 STAGE_WIDTHS = (16, 32, 64)
 
@@ -51,16 +51,6 @@ class BasicBlock(nn.Module):
     return nn.relu(y + x)
 
 
-class Classifier(nn.Module):
-  """Global average pool then Linear(C -> num_classes): [N,H,W,C] -> logits [N, classes]."""
-  num_classes: int
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    del train
-    return Dense(self.num_classes)(global_avg_pool(x))
-
-
 def stage_sizes(depth: int) -> int:
   """Blocks per stage n for depth 6n+2; raises ValueError otherwise."""
   if depth < 8 or (depth - 2) % 6:
@@ -75,6 +65,6 @@ def cifar_resnet(depth: int, num_classes: int, shortcut: str = "projection") -> 
   for s, width in enumerate(STAGE_WIDTHS, start=1):
     for b in range(n):
       stride = 2 if (s > 1 and b == 0) else 1
-      blocks.append((f"s{s}b{b}", BasicBlock(width, stride, shortcut)))
+      blocks.append((residual_name(s, b), BasicBlock(width, stride, shortcut)))
   blocks.append(("fc", Classifier(num_classes)))
   return Backbone(f"resnet{depth}", tuple(blocks))

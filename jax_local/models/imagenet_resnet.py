@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from jax_local.models.backbone import Backbone
-from jax_local.models.layers import BatchNorm, Conv, Dense, global_avg_pool
+from jax_local.models.backbone import Backbone, residual_name
+from jax_local.models.layers import BatchNorm, Classifier, Conv
 
 # depth -> (block kind, blocks per stage)
 STAGES = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
@@ -84,16 +84,6 @@ class Bottleneck(nn.Module):
     return nn.relu(y + _shortcut(x, self.features, self.stride, train))
 
 
-class Classifier(nn.Module):
-  """GAP then Linear(C -> num_classes), PyTorch default init: [N,H,W,C] -> logits [N, classes]."""
-  num_classes: int
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    del train
-    return Dense(self.num_classes)(global_avg_pool(x))
-
-
 def stage_sizes(depth: int) -> tuple[int, ...]:
   """Blocks per stage of an ImageNet ResNet; raises ValueError naming model.depth."""
   if depth not in STAGES:
@@ -105,7 +95,8 @@ def stage_sizes(depth: int) -> tuple[int, ...]:
 def imagenet_resnet(depth: int, num_classes: int, groups: int = 1, width_per_group: int = 64,
                     zero_init_residual: bool = False) -> Backbone:
   """ResNet-`depth` (groups=1, width 64) or ResNeXt (e.g. 101, 32, 8) as a Backbone."""
-  kind, sizes = STAGES[depth][0], stage_sizes(depth)
+  sizes = stage_sizes(depth)  # raises ValueError naming model.depth
+  kind = STAGES[depth][0]
   if kind == "basic" and (groups, width_per_group) != (1, 64):
     raise ValueError(f"ResNet-{depth} has basic blocks: no groups / width_per_group")
   blocks = [("stem", Stem(64))]
@@ -116,7 +107,7 @@ def imagenet_resnet(depth: int, num_classes: int, groups: int = 1, width_per_gro
         block = BasicBlock(planes, stride, zero_init_residual)
       else:
         block = Bottleneck(4 * planes, stride, groups, width_per_group, zero_init_residual)
-      blocks.append((f"s{s}b{b}", block))
+      blocks.append((residual_name(s, b), block))
   blocks.append(("fc", Classifier(num_classes)))
   name = f"resnet{depth}" if groups == 1 else f"resnext{depth}_{groups}x{width_per_group}d"
   return Backbone(name, tuple(blocks))

@@ -4,6 +4,9 @@
 - Linear layers: PyTorch default, weight and bias U(+-1/sqrt(fan_in)).
 - Decoder conv biases: PyTorch default U(+-1/sqrt(fan_in)), fan_in = C_in * k_h * k_w.
 - BatchNorm: PyTorch momentum 0.1 == Flax momentum 0.9, eps 1e-5, gamma=1, beta=0.
+- Bilinear resize with PyTorch's align_corners=True (`resize_align_corners`, docs/methods.md
+  §1.4): `jax.image.resize` uses half-pixel centres and therefore differs, so the exact
+  align-corners interpolation is built as two dense matrices and applied with einsum.
 
 All layers work on NHWC tensors.
 
@@ -24,6 +27,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 he_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 torch_linear_kernel = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -172,6 +176,19 @@ def global_avg_pool(x):
   return jnp.mean(x, axis=(1, 2))
 
 
+class Classifier(nn.Module):
+  """GAP then Linear(C -> num_classes), PyTorch default init: [N,H,W,C] -> logits [N, classes].
+
+  The classifier block "fc" of the CIFAR and ImageNet ResNets (docs/methods.md §2.1, §2.2).
+  """
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    del train
+    return Dense(self.num_classes)(global_avg_pool(x))
+
+
 def adaptive_avg_pool(x, out_size: int | Sequence[int]):
   """PyTorch AdaptiveAvgPool2d on NHWC: output cell i averages rows floor(i*H/o) .. ceil((i+1)*H/o)-1."""
   if isinstance(out_size, int):
@@ -191,3 +208,42 @@ def adaptive_avg_pool(x, out_size: int | Sequence[int]):
       cols.append(jnp.mean(x[:, r0:r1, c0:c1, :], axis=(1, 2)))
     rows.append(jnp.stack(cols, axis=1))
   return jnp.stack(rows, axis=1)
+
+
+def interp_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """Dense [n_out, n_in] align-corners interpolation matrix (docs/methods.md §1.4).
+
+  Output pixel o reads src = o*(n_in-1)/(n_out-1) (src = 0 if n_out == 1) and mixes
+  floor(src) and floor(src)+1 (clamped to the border) with weights (1-frac, frac).
+  """
+  if n_out == 1:
+    src = np.zeros((1,), np.float64)
+  else:
+    src = np.arange(n_out, dtype=np.float64) * ((n_in - 1) / (n_out - 1))
+  i0 = np.clip(np.floor(src).astype(np.int64), 0, n_in - 1)
+  i1 = np.minimum(i0 + 1, n_in - 1)
+  frac = src - i0
+  m = np.zeros((n_out, n_in), np.float64)
+  rows = np.arange(n_out)
+  np.add.at(m, (rows, i0), 1.0 - frac)
+  np.add.at(m, (rows, i1), frac)
+  return m.astype(np.float32)
+
+
+def resize_align_corners(x, out_hw: int | Sequence[int]):
+  """Bilinear resize of NHWC `x` [N,H,W,C] -> [N,H_out,W_out,C], align_corners=True.
+
+  Equation (docs/methods.md §1.4): y = M_h · x · M_wᵀ per sample and channel, i.e.
+  einsum("oh,nhwc->nowc") then einsum("pw,nhwc->nhpc"). Identity when sizes are equal;
+  also valid for downsampling. Exact and differentiable.
+  """
+  if isinstance(out_hw, int):
+    out_hw = (out_hw, out_hw)
+  _, h, w, _ = x.shape
+  oh, ow = int(out_hw[0]), int(out_hw[1])
+  hi = jax.lax.Precision.HIGHEST  # keep float32 exactness on TF32/bf16 matmul units
+  if oh != h:
+    x = jnp.einsum("oh,nhwc->nowc", jnp.asarray(interp_matrix(h, oh), x.dtype), x, precision=hi)
+  if ow != w:
+    x = jnp.einsum("pw,nhwc->nhpc", jnp.asarray(interp_matrix(w, ow), x.dtype), x, precision=hi)
+  return x

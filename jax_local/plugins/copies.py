@@ -15,6 +15,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 
+from jax_local.models.backbone import apply_with_stats
+
 
 @dataclasses.dataclass(frozen=True)
 class BlockSpec:
@@ -56,8 +58,7 @@ def apply_copy(mdl: nn.Module, name: str, spec: BlockSpec, x, train: bool, froze
     params = stop_gradient_tree(params)
   if offset is not None:
     params = jax.tree.map(lambda p, o: p + o, params, offset)
-  y, updated = block.apply({"params": params, "batch_stats": stats.value}, x, train=train,
-                           mutable=["batch_stats"])
+  y, new_stats = apply_with_stats(block, params, stats.value, x, train=train)
   if train and not mdl.is_initializing() and mdl.is_mutable_collection("batch_stats"):
-    stats.value = updated["batch_stats"]
+    stats.value = new_stats
   return y

@@ -17,12 +17,12 @@ generic rule `generic_leap_list`.
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import flax.linen as nn
 
 from jax_local import splits
 from jax_local.ema import EmaPair
+from jax_local.models.backbone import residual_position
 from jax_local.plan import Plan
 from jax_local.plugins import base_heads, hilo, schedules
 from jax_local.plugins.copies import BlockSpec, apply_copy
@@ -63,28 +63,16 @@ _PUBLISHED = {
 PUBLISHED_PRESETS = tuple(_PUBLISHED)
 
 
-def _name(label: str) -> str:
-  s, b = label.split(".")
-  return f"s{s}b{b}"
-
-
-def _reference_split(preset: str):
-  if preset in splits.PRESETS:
-    return splits.PRESETS[preset]
-  from jax_local import splits_imagenet  # the ImageNet lists only
-  return splits_imagenet.PRESETS.get(preset)
-
-
 def published_leap_lists(split) -> list[tuple[str, ...]] | None:
   """Leap lists (block names) per module of a published split, or None if `split` is not one
-  (same class, depth and modules as a preset of `_PUBLISHED`)."""
+  (same block layout and modules as a preset of `_PUBLISHED`). Labels "s.b" of the tables are
+  read through the split's layout (`splits.Layout.block`)."""
   for preset, table in _PUBLISHED.items():
-    ref = _reference_split(preset)
-    if ref is not None and (type(split), split.depth, split.module_ends) == (
-        type(ref), ref.depth, ref.module_ends):
+    ref = splits.PRESETS[preset]
+    if (split.layout, split.module_ends) == (ref.layout, ref.module_ends):
       out = []
-      for lo, hi, blocks in table:
-        out += [tuple(_name(b) for b in blocks.split())] * (hi - lo + 1)
+      for lo, hi, labels in table:
+        out += [tuple(split.layout.block(b) for b in labels.split())] * (hi - lo + 1)
       return out
   return None
 
@@ -96,8 +84,12 @@ def generic_leap_list(plan: Plan, j: int) -> tuple[str, ...]:
   residual = list(plan.backbone.block_names[1:-1])  # between the stem and the classifier
   last = plan.modules[j][-1]
   after = residual[residual.index(last) + 1:] if last in residual else residual
-  stage = schedules.block_stage(last) if last in residual else 0
-  out = [n for n in after if re.fullmatch(r"s\d+b0", n) and schedules.block_stage(n) > stage]
+  pos = {n: residual_position(n) for n in residual}  # (stage, index) from the block names
+  if None in pos.values():
+    raise ValueError(f"MLAAN generic leap lists need residual blocks s<s>b<b> between the stem "
+                     f"and the classifier; backbone {plan.backbone.name} has {residual[:2]}...")
+  stage = pos[last][0] if last in residual else 0
+  out = [n for n in after if pos[n][1] == 0 and pos[n][0] > stage]
   out.append(residual[-1])
   return tuple(dict.fromkeys(n for n in out if n in after))
 

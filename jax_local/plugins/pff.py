@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from jax_local import losses
 from jax_local.heads.infopro import Decoder
+from jax_local.models.backbone import apply_with_stats
 
 MODES = ("code_quadrant_decoders", "paper_shared_avg", "off")
 APPLY_TO = ("decoder", "classifier", "both")
@@ -97,9 +98,9 @@ class PatchHead(nn.Module):
         jax.random.PRNGKey(0), h_p[0], pbatch(0), train).get("batch_stats", {}))
 
     def one(hp, xp):
-      (loss, metrics), upd = net.apply({"params": params, "batch_stats": stats.value}, hp,
-                                       {**batch, **xp}, train, mutable=["batch_stats"])
-      return loss, metrics, upd.get("batch_stats", {})
+      (loss, metrics), new_stats = apply_with_stats(net, params, stats.value, hp,
+                                                    {**batch, **xp}, train)
+      return loss, metrics, new_stats
 
     if self.loop == "unrolled":
       try:

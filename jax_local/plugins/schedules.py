@@ -17,17 +17,17 @@ Any denominator ≤ 0 gives r = 0.
 """
 from __future__ import annotations
 
-import re
+from jax_local.models.backbone import residual_position
 
 KINDS = ("infopro_module", "hpff_kcli", "hpff_fixed", "man_stage", "man_stage_fixed", "constant")
 
 
 def block_stage(name: str) -> int:
-  """Stage number s of a residual block named "s{s}b{b}" (CIFAR ResNet naming)."""
-  m = re.fullmatch(r"s(\d+)b\d+", name)
-  if not m:
+  """Stage number s of a residual block named "s{s}b{b}" (`models.backbone.residual_name`)."""
+  pos = residual_position(name)
+  if pos is None:
     raise ValueError(f"lambda schedule 'man_stage' needs block names s<s>b<b>, got {name!r}")
-  return int(m.group(1))
+  return pos[0]
 
 
 def _div(a, b):
