@@ -20,8 +20,6 @@ DOCS = ("methods.md", "design.md", "jax_notes.md")
 SCANNED = ("jax_local", "configs", "tests", "benchmarks", "scripts", "docs", "launch.py",
            "README.md", "BENCHMARKS.md", "pyproject.toml")
 SUFFIXES = {".py", ".md", ".sh", ".toml", ".txt", ".cfg"}
-# The rewrite script names the old documents on purpose (it maps them to docs/).
-EXCLUDED = ("scripts/rewrite_doc_refs.py",)
 
 # A mention of a document: an optional path, then one of the known names. "conventions §" is the
 # old short form of jax_conventions.md.
@@ -47,8 +45,7 @@ def _files():
     elif path.is_dir():
       for f in sorted(path.rglob("*")):
         if (f.is_file() and f.suffix in SUFFIXES and f.resolve() != me
-            and "__pycache__" not in f.parts
-            and f.relative_to(ROOT).as_posix() not in EXCLUDED):
+            and "__pycache__" not in f.parts):
           yield f
 
 
