@@ -60,8 +60,7 @@ def _lookup(stats, block, path):
 
 
 @pytest.mark.parametrize("executor,devices,bn_stats", [
-    ("fused", 1, "global"), ("sequential", 1, "global"), ("fused", 8, "global"),
-    ("sequential", 8, "per_device")])
+    ("fused", 1, "global"), ("sequential", 8, "global"), ("fused", 8, "per_device")])
 def test_reestimated_statistics_equal_numpy_average(executor, devices, bn_stats):
   config = helpers.tiny_config("dgl", depth=8, preset="uniform_k3")
   config.model.bn_stats = bn_stats
