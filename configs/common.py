@@ -130,6 +130,26 @@ def get_config():
   return c
 
 
+def cpu_fashion_mnist(c, epochs: int, depth: int, train_images: int = 10000):
+  """Sets the CPU-scale Fashion-MNIST recipe shared by the quickstart and the plug-in table:
+  Debian's Fashion-MNIST (first `train_images` training images, full test split), batch 128, a
+  CIFAR ResNet of `depth`, SGD lr 0.1 with a per-step cosine to 0, and every evaluation also
+  with BN statistics re-estimated on 20 training batches (README "Two test errors")."""
+  c.num_epochs = epochs
+  c.data.name = "fashion_mnist"
+  c.data.num_classes = 10
+  c.data.batch_size = 128
+  c.data.eval_batch_size = 1000
+  c.data.train_subset = train_images
+  c.model.depth = depth
+  c.optim.lr = 0.1
+  c.optim.schedule = "cosine"
+  c.optim.schedule_unit = "step"
+  c.eval.bn_recompute_batches = 20
+  c.log_every_steps = 20
+  return c
+
+
 def executor_for(method: str) -> str:
   """Paper-size local runs use the sequential executor (one module's activations live at a
   time, BENCHMARKS.md); BP is one module, for which fused is the same program without the

@@ -15,14 +15,7 @@ from configs import common
 
 
 def get_fashion_mnist_config(base: str, plugin: str = "none"):
-  c = common.get_config()
-  c.num_epochs = 3
-  c.data.name = "fashion_mnist"
-  c.data.num_classes = 10
-  c.data.batch_size = 128
-  c.data.eval_batch_size = 1000
-  c.data.train_subset = 10000
-  c.model.depth = 14
+  c = common.cpu_fashion_mnist(common.get_config(), epochs=3, depth=14)
   c.split.preset = "blocks_stem" if base == "auglocal" else "blocks"
   c.method.dgl_head = "manpp"
   c.method.replicate_bn_calls = False
@@ -30,11 +23,6 @@ def get_fashion_mnist_config(base: str, plugin: str = "none"):
   ip.loss_mode, ip.classifier = "cross_entropy", "1c2f"
   ip.ixx_1, ip.ixy_1, ip.ixx_2, ip.ixy_2 = 5.0, 0.05, 0.2, 0.5
   c.method.auglocal.aux_depth = 2
-  c.optim.lr = 0.1
-  c.optim.schedule = "cosine"
-  c.optim.schedule_unit = "step"
-  c.eval.bn_recompute_batches = 20
-  c.log_every_steps = 20
   c = common.set_plugin(c, base, plugin, patch_loop="unrolled")
   if (base, plugin) == ("predsim", "hpff"):
     # PredSim's prediction head flattens a pooled map, so its parameters depend on the patch

@@ -12,25 +12,13 @@ from configs import common
 
 def get_config(arg: str = "dgl"):
   method, *plugin = (arg or "dgl").split(",")
-  c = common.get_config()
-  c.num_epochs = 2
-  c.data.name = "fashion_mnist"
-  c.data.num_classes = 10
-  c.data.batch_size = 128
-  c.data.eval_batch_size = 1000
-  c.data.train_subset = 10000
-  c.model.depth = 8
+  c = common.cpu_fashion_mnist(common.get_config(), epochs=2, depth=8)
   c.split.preset = "uniform_k3"
   c.method.name = method or "dgl"
   c.method.dgl_head = "mlp-sr"
   c.method.infopro.loss_mode = "cross_entropy"
   c.method.infopro.ixx_1, c.method.infopro.ixy_1 = 1.0, 1.0
   c.method.infopro.ixx_2, c.method.infopro.ixy_2 = 0.0, 1.0
-  c.optim.lr = 0.1
-  c.optim.schedule = "cosine"
-  c.optim.schedule_unit = "step"       # anneals to 0 within the short run
-  c.eval.bn_recompute_batches = 20     # also report the test error with re-estimated BN stats
-  c.log_every_steps = 20
   if plugin:
     common.set_plugin(c, method, plugin[0], patch_loop="unrolled")
   return c
