@@ -91,7 +91,16 @@ def layout(arch: str, depth: int) -> Layout:
   """
   model = types.SimpleNamespace(arch=arch, depth=depth, shortcut="projection")
   backbone = models.build_backbone(model, num_classes=1)
-  return Layout(backbone.block_names, depth, arch, backbone.name)
+  return Layout(backbone.block_names, depth, arch, _display_name(backbone.name))
+
+
+def _display_name(name: str) -> str:
+  """"resnet110" -> "ResNet-110", "resnext101" -> "ResNeXt-101", "vgg13" -> "VGG-13"."""
+  m = re.fullmatch(r"([a-z]+)(\d+)", name)
+  if not m:
+    return name
+  family = {"resnet": "ResNet", "resnext": "ResNeXt", "vgg": "VGG"}.get(m.group(1), m.group(1))
+  return f"{family}-{m.group(2)}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,5 +306,7 @@ def get_split(preset_name: str, depth: int, arch: str = "cifar_resnet") -> Split
   m = re.fullmatch(r"uniform_k(\d+)(_stem)?", str(preset_name))
   if m:
     return uniform(lay, int(m.group(1)), stem_alone=bool(m.group(2)))
+  others = sorted(n for n, s in PRESETS.items() if s.layout.arch == arch and n not in valid)
   raise ValueError(f"split.preset={preset_name!r} is unknown for {lay.net}; valid names: "
-                   f"{', '.join(valid)}")
+                   f"{', '.join(valid)}" + (f" (presets of other depths: {', '.join(others)})"
+                                           if others else ""))

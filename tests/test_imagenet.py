@@ -126,11 +126,11 @@ def test_get_split_dispatches_by_arch():
   assert splits.get_split("blocks_stem", 34, "imagenet_resnet").num_modules == 17
   assert splits.get_split("blocks", 13, "vgg").num_modules == 10
   assert splits.get_split("r32_k16_hpff", 32).num_modules == 15  # CIFAR unchanged
-  with pytest.raises(ValueError, match="resnet152"):
+  with pytest.raises(ValueError, match="ResNet-152"):
     splits.get_split("r152_k4_hpff", 101, "imagenet_resnet")
-  with pytest.raises(ValueError, match="is for resnet32"):
+  with pytest.raises(ValueError, match="is for ResNet-32"):
     splits.get_split("r32_k16_hpff", 34, "imagenet_resnet")
-  with pytest.raises(ValueError, match="is for resnet34"):  # same block names, other blocks
+  with pytest.raises(ValueError, match="is for ResNet-34"):  # same block names, other blocks
     splits.get_split("r34_k4_hpff", 50, "imagenet_resnet")
 
 

@@ -165,7 +165,7 @@ def test_uniform_rule_and_generic_names():
 def test_errors():
   with pytest.raises(ValueError, match=r"split\.preset='nope'.*r32_k16_hpff.*uniform_k<L>"):
     S.get_split("nope", 32)
-  with pytest.raises(ValueError, match=r"split.preset='r110_k55_hpff' is for resnet110 .*model.depth=32"):
+  with pytest.raises(ValueError, match=r"split.preset='r110_k55_hpff' is for ResNet-110 .*model.depth=32"):
     S.get_split("r110_k55_hpff", 32)
   with pytest.raises(ValueError, match="impossible split"):
     S.get_split("uniform_k10", 20)  # 9 residual blocks: at most 9 modules with the stem merged
