@@ -117,6 +117,7 @@ def write_json_atomic(path: str, obj) -> None:
 
 
 def read_json(path: str, default=None):
+  """The JSON value in `path`, or `default` if the file does not exist."""
   if not os.path.exists(path):
     return default
   with open(path, encoding="utf-8") as f:

@@ -11,16 +11,11 @@ import os
 
 import ml_collections
 
+from jax_local.run_log import read_json  # noqa: F401  (re-exported to the analysis tools)
+
 
 class RunError(ValueError):
   """A workdir that cannot be read or analysed; the message says what is missing."""
-
-
-def read_json(path: str, default=None):
-  if not os.path.exists(path):
-    return default
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
