@@ -156,8 +156,8 @@ def part_memory(out, deadline, smoke):
     try:
       config = load_config(name, fields)
       (r,) = memory.memory_report(config, variants=(variant,))
-      argv = [f"--config={ROOT}/configs/{name}.py", *(f"--config.{k}={v}"
-                                                     for k, v in fields.items()),
+      argv = [f"--config={ROOT}/configs/cifar.py:{name}",
+              *(f"--config.{k}={v}" for k, v in fields.items()),
               f"--measure_variant={variant}"]
       env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
       run = subprocess.run([sys.executable, "-m", "jax_local.memory", *argv], cwd=ROOT,
