@@ -1,6 +1,7 @@
 """XLA memory report: BP, BP with remat, and the fused and sequential executors of a config.
 
   python -m jax_local.memory --config=configs/X.py [--config.data.batch_size=N]
+      [--variants=bp,sequential]
       [--xla_dump_dir=DIR] [--execute] [--device_memory_profile=PREFIX] [--chart=PATH.png]
 
 Compile-only (abstract shapes from `jax.eval_shape`, nothing allocated), so paper sizes can be
@@ -296,10 +297,24 @@ def format_table(rows) -> str:
   return "\n".join(lines)
 
 
+def parse_variants(text: str) -> tuple[str, ...]:
+  """"bp,sequential" -> ("bp", "sequential"), in VARIANTS order; ValueError naming the flag and
+  the valid names for an unknown or empty list."""
+  names = [v.strip() for v in text.split(",") if v.strip()]
+  bad = [v for v in names if v not in VARIANTS]
+  if bad or not names:
+    raise ValueError(f"--variants={text!r}: choose from {', '.join(VARIANTS)} (comma-separated)")
+  return tuple(v for v in VARIANTS if v in names)
+
+
 def main(argv):
-  from absl import flags
+  from absl import app, flags
   flags_ = flags.FLAGS
   config = flags_.config
+  try:
+    variants = parse_variants(flags_.variants)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   if flags_.measure_variant:
     print(json.dumps({"measured": measure(config, flags_.measure_variant,
                                           flags_.device_memory_profile)}))
@@ -308,8 +323,8 @@ def main(argv):
   print(f"{config.data.name} {'x'.join(map(str, s.image_shape))}, batch "
         f"{config.data.batch_size}, {jax.devices()[0].platform}; plan {s.plan.description} "
         f"({s.plan.num_modules} modules)")
-  rows = memory_report(config, execute=flags_.execute, argv=[
-      a for a in sys.argv[1:] if not a.startswith("--execute")])
+  rows = memory_report(config, variants, execute=flags_.execute, argv=[
+      a for a in sys.argv[1:] if not a.startswith(("--execute", "--variants"))])
   print(format_table(rows))
   if flags_.chart:
     from jax_local import plots
@@ -330,6 +345,9 @@ if __name__ == "__main__":
                       "With --execute: write PREFIX.<variant>.prof (live arrays after a step).")
   flags.DEFINE_string("measure_variant", "", "Internal: measure one variant, print JSON.")
   flags.DEFINE_string("chart", "", "Also write a bar chart of the table to this PNG (+ CSV).")
+  flags.DEFINE_string("variants", ",".join(VARIANTS),
+                      "Comma-separated variants to compile (a subset of " + ", ".join(VARIANTS)
+                      + "); ratios need bp.")
   flags.mark_flags_as_required(["config"])
 
   def _main(argv):

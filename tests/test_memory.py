@@ -70,3 +70,11 @@ def test_setup_knows_imagenet_shapes():
   assert s.plan.num_modules == 4 and s.bp_plan.num_modules == 1
   config.data.image_size = 160
   assert memory.setup(config).image_shape == (160, 160, 3)
+
+
+def test_variants_flag_parses_and_refuses_unknown_names():
+  assert memory.parse_variants("sequential,bp") == ("bp", "sequential")
+  assert memory.parse_variants(",".join(memory.VARIANTS)) == memory.VARIANTS
+  for bad in ("bp,remat", "", ","):
+    with pytest.raises(ValueError, match="--variants=.*bp, bp_remat, fused, sequential"):
+      memory.parse_variants(bad)
