@@ -121,13 +121,9 @@ def overrides(smoke: bool, dtype: str | None = None) -> dict:
 
 
 def load_config(name: str, fields: dict):
+  """The `configs/cifar.py` cell `name` with dotted-path overrides, e.g. {"data.batch_size": 8}."""
   config = cifar.get_config(name)
-  for path, value in fields.items():
-    *parents, leaf = path.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  config.update_from_flattened_dict(fields)
   return config
 
 
