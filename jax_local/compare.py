@@ -42,6 +42,7 @@ import statistics
 import sys
 
 from jax_local import plots, published
+from jax_local.run_log import REESTIMATED
 from jax_local.analysis.run_records import (RunError, method_label, read_config, read_json,
                                             read_metrics)
 
@@ -55,7 +56,6 @@ COLUMNS = (("run", "run"), ("method", "method"), ("dataset", "dataset"), ("net",
            ("step_time_s", "step s"), ("peak_memory_mib", "peak MiB"))
 OPTIONAL = ("best_test_error_bn", "final_test_error_bn", "paper_error")  # shown when a row has one
 ERRORS = ("best_test_error", "final_test_error", "best_test_error_bn", "final_test_error_bn")
-REESTIMATED = "_bn_reestimated"  # jax_local.train.REESTIMATED (this module imports no JAX)
 
 
 def _peak_memory_mib(records) -> float | None:

@@ -20,6 +20,9 @@ from typing import Any, Mapping
 
 
 
+REESTIMATED = "_bn_reestimated"
+"""Suffix of the test metrics measured with re-estimated BN statistics (`train.evaluate_both`)."""
+
 LOG = logging.getLogger("jax_local")
 """Progress and results of jax_local; library INFO chatter (orbax, tfds) stays in absl's log."""
 

@@ -82,7 +82,7 @@ def evaluate(eval_step, state, dataset, batch_size,
           "test_loss": ce / count, "test_examples": int(count)}
 
 
-REESTIMATED = "_bn_reestimated"  # suffix of the test metrics with re-estimated BN statistics
+REESTIMATED = run_log.REESTIMATED
 
 
 def evaluate_both(config, eval_step, batch_statistics, state, dataset, epoch: int,
@@ -304,7 +304,7 @@ def _loop(config, dataset, state, train_step, guard, evaluate_fn, writer, ckpt, 
     if epoch_done % config.eval_every_epochs == 0 or epoch_done == config.num_epochs:
       result = evaluate_fn(state, epoch)
       writer.write_scalars(step, result)
-      if REESTIMATED in "".join(result):
+      if "test_error" + REESTIMATED in result:
         LOG.info("epoch %d: test error %.2f%% with running BN statistics, %.2f%% with "
                  "statistics re-estimated on %d training batches (%.1f s)", epoch_done,
                  result["test_error"], result["test_error" + REESTIMATED],
