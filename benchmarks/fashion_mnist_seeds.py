@@ -1,7 +1,8 @@
 """Do the plug-ins close the local bases' gap to BP? Seeds with error bars at CPU scale (issue 15).
 
   python benchmarks/fashion_mnist_seeds.py --root=/work/runs/fm_seeds --seeds=3 --epochs=4 \
-      --out=/tmp/fm_seeds.md --plot=benchmarks/figures/fm_seeds.png
+      --record=benchmarks/results/fm_seeds --out=/tmp/fm_seeds.md \
+      --plot=benchmarks/figures/fm_seeds.png
 
 Trains every row (BP, DGL and InfoPro, each alone and with HPFF, MLAAN, MAN) under every seed
 with `launch.py --config=configs/fashion_mnist_grid.py:<base>,<plugin>` (the plug-in table's
@@ -21,6 +22,7 @@ reported as such: its share is then not defined by the data.
 import argparse
 import math
 import os
+import shutil
 import statistics
 import sys
 
@@ -37,12 +39,35 @@ def row_root(root: str, base: str, plugin: str) -> str:
   return os.path.join(root, f"{base}_{plugin}")
 
 
-def train(root: str, seed_values, epochs: int) -> bool:
-  """Seed-major sweep; returns False when interrupted."""
+RECORD_FILES = ("config.json", "hparams.json", "history.json", "summary.json")
+
+
+def copy_finished(src_root: str, dst_root: str):
+  """Copies the record files of every finished run under src_root that dst_root lacks.
+
+  A finished run is one with summary.json; checkpoints are not copied. Copying the records
+  into the repository (--record) and back into a fresh --root lets a later session continue
+  the sweep without retraining what finished.
+  """
+  for row in ROWS:
+    src_row = row_root(src_root, *row)
+    for name in sorted(os.listdir(src_row)) if os.path.isdir(src_row) else []:
+      src, dst = os.path.join(src_row, name), os.path.join(row_root(dst_root, *row), name)
+      if seeds.is_finished(src) and not seeds.is_finished(dst):
+        os.makedirs(dst, exist_ok=True)
+        for f in RECORD_FILES:
+          if os.path.exists(os.path.join(src, f)):
+            shutil.copy2(os.path.join(src, f), os.path.join(dst, f))
+
+
+def train(root: str, seed_values, epochs: int, record: str = "") -> bool:
+  """Seed-major sweep; returns False when interrupted. Finished runs are copied to record."""
   for s in seed_values:
     for base, plugin in ROWS:
       statuses = seeds.run_seeds(f"{CONFIG}:{base},{plugin}", row_root(root, base, plugin), [s],
                                  [f"--config.num_epochs={epochs}"])
+      if record:
+        copy_finished(root, record)
       if statuses.get(s) == seeds.EXIT_INTERRUPTED:
         return False
   return True
@@ -113,8 +138,14 @@ def main():
   ap.add_argument("--plot", default="", help="test-accuracy curves (re-estimated BN statistics), "
                   "mean ± std per row")
   ap.add_argument("--report_only", action="store_true", help="no training, tables of what exists")
+  ap.add_argument("--record", default="", help="a folder (e.g. in the repository) that keeps the "
+                  "record files of finished runs; they are copied into --root before training, "
+                  "so a fresh machine continues the sweep")
   args = ap.parse_args()
-  if not args.report_only and not train(args.root, seeds.seed_list(args.seeds), args.epochs):
+  if args.record:
+    copy_finished(args.record, args.root)
+  if not args.report_only and not train(args.root, seeds.seed_list(args.seeds), args.epochs,
+                                        args.record):
     print("interrupted: rerun the same command to continue", file=sys.stderr)
   lines = table(args.root)
   print("\n".join(lines))
