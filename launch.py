@@ -141,7 +141,8 @@ def main(argv):
   try:
     with mock_data(FLAGS.mock_data, FLAGS.config.data.name):
       summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
-                                         mock_examples=FLAGS.mock_data, devices=devices)
+                                         mock_examples=FLAGS.mock_data, devices=devices,
+                                         validated=True)
   except workdir_lock.WorkdirLocked as e:
     print(f"launch.py: error: {e} (exit status {workdir_lock.EXIT_LOCKED})", file=sys.stderr,
           flush=True)

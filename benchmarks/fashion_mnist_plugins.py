@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 
 from configs import fashion_mnist  # noqa: E402
-from jax_local import engine, train  # noqa: E402
+from jax_local import engine, experiment  # noqa: E402
 from jax_local.data import input_pipeline  # noqa: E402
 from jax_local.train_state import init_state  # noqa: E402
 from benchmarks import timing  # noqa: E402
@@ -61,7 +61,8 @@ def time_rows(rows, rounds: int, steps_per_round: int) -> dict:
   runs = {}
   for base, plugin in rows:
     config = fashion_mnist.get_fashion_mnist_config(base, plugin)
-    plan, tx, schedule, _ = train.build(config, dataset)
+    exp = experiment.build(config, dataset)
+    plan, tx, schedule = exp.plan, exp.tx, exp.schedule
     state = init_state(plan, tx, jax.random.PRNGKey(config.seed), dataset.image_shape)
     step = engine.make_train_step(config.executor, plan, tx, schedule, dataset.mean,
                                   dataset.std)

@@ -14,7 +14,7 @@ Recipe: 400 epochs; batch 1024 / lr0 0.8 on CIFAR-10 and SVHN, batch 128 / lr0 0
 Nesterov 0.9, wd 1e-4, warm-up blend + cosine (§10.3). Base heads: DGL uses the MAN++/MLAAN
 "auxDGL" head (§4.3c); InfoPro alone the paper's contrast/1c2f recipe with the K=16 λ row of
 §5.1 at every K of the net ([decision]: the plug-in papers do not list theirs); PredSim β = 0.99
-(§4.4). Plug-ins (common.set_plugin, docs/methods.md §7-§9): HPFF HiLo k=2, λ hpff_kcli (Q5);
+(§4.4). Plug-ins (common.plugin_recipe, docs/methods.md §7-§9): HPFF HiLo k=2, λ hpff_kcli (Q5);
 MLAAN MLM k=3, LAM with the published leap lists, r = 0.995; MAN m = 0.995, independent copies
 (Q14). Every published CIFAR row of third_party/published_rows.csv is one of these cells.
 """
@@ -56,7 +56,7 @@ def get_cifar_config(dataset: str, depth: int, k: int, method: str, plugin: str 
     raise ValueError(f"configs/cifar.py: dataset {dataset!r} is not one of {DATASETS}")
   if plugin != "none" and method in ("bp", "auglocal"):
     raise ValueError(f"configs/cifar.py: {method} takes no plug-in (got {plugin!r})")
-  c = common.get_config()
+  c = common.get_config(method, plugin)
   c.num_epochs = 400
   c.data.name = dataset
   c.data.num_classes = 10
@@ -68,13 +68,12 @@ def get_cifar_config(dataset: str, depth: int, k: int, method: str, plugin: str 
   c.model.depth = depth
   c.split.preset = split_preset(depth, k, method)
   c.executor = common.executor_for(method)
-  c.method.dgl_head = "manpp"
-  ip = c.method.infopro
-  ip.loss_mode, ip.classifier = "contrast", "1c2f"
-  ip.ixx_1, ip.ixy_1, ip.ixx_2, ip.ixy_2 = INFOPRO_LAMBDAS[(dataset, depth)]
+  ixx_1, ixy_1, ixx_2, ixy_2 = INFOPRO_LAMBDAS[(dataset, depth)]
+  common.set_selected(c.method, dgl_head="manpp", infopro=dict(
+      loss_mode="contrast", classifier="1c2f", ixx_1=ixx_1, ixy_1=ixy_1, ixx_2=ixx_2, ixy_2=ixy_2))
   if method == "auglocal":
     c.method.auglocal.aux_depth = AUGLOCAL[(depth, k)][1]
-  return common.set_plugin(c, method, plugin)
+  return common.plugin_recipe(c)
 
 
 def parse(arg: str) -> tuple:

@@ -1,15 +1,19 @@
 """Shared defaults of every experiment config, and the helpers the config files share.
 
-Experiment files (configs/cifar.py, imagenet.py, fashion_mnist.py, ...) call get_config() and
-override.
+Experiment files (configs/cifar.py, imagenet.py, fashion_mnist.py, ...) call
+get_config(method, plugin) and override; `config.method` holds the fields of that base and
+plug-in only (`jax_local.experiment.method_config`), and `set_selected` sets those of a recipe
+that the selection holds.
 
 The defaults are the InfoPro-family CIFAR recipe (docs/methods.md §10.4/§10.5): SGD Nesterov 0.9,
 weight decay 1e-4 on all parameters, per-epoch warm-up blend into cosine, batch 1024, lr0 0.8.
 """
 import ml_collections
 
+from jax_local import experiment
 
-def get_config():
+
+def get_config(method: str = "infopro", plugin: str = "none"):
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.num_epochs = 400
@@ -42,66 +46,9 @@ def get_config():
   c.split = ml_collections.ConfigDict()
   c.split.preset = "r32_k16_hpff"  # a name from jax_local.splits.PRESETS
 
-  c.method = ml_collections.ConfigDict()
-  c.method.name = "infopro"        # bp | greedy | dgl | infopro | predsim | auglocal
-  c.method.dgl_head = "mlp-sr"     # mlp | mlp-sr | cnn | auglocal | manpp
-  # Q23: a module's BN running statistics get one update per term whose window holds it (the
-  # references run it that often per step: up to 3 under HiLo, 4 under MLM); False: one update
-  c.method.replicate_bn_calls = True
-  c.method.infopro = ml_collections.ConfigDict()
-  c.method.infopro.loss_mode = "contrast"     # contrast | cross_entropy
-  c.method.infopro.classifier = "1c2f"        # 0c1f | 0c2f | 1c1f | 1c2f | 1c3f | 2c2f
-  c.method.infopro.feature_dim = 128
-  c.method.infopro.temperature = 0.07
-  c.method.infopro.ixx_1 = 5.0
-  c.method.infopro.ixy_1 = 0.5
-  c.method.infopro.ixx_2 = 0.0
-  c.method.infopro.ixy_2 = 0.0
-  c.method.infopro.decoder_bce = "exact"      # exact | torch (the references' BCELoss(sigmoid))
-  c.method.predsim = ml_collections.ConfigDict()
-  c.method.predsim.beta = 0.99
-  c.method.predsim.pool_target = 512
-  c.method.predsim.zero_init_pred = True
-  # AugLocal (docs/methods.md §6.3): the README settings are d=2 (ResNet-32), d=3 (ResNet-110).
-  c.method.auglocal = ml_collections.ConfigDict()
-  c.method.auglocal.aux_depth = 2
-  c.method.auglocal.pyramid = True
-  c.method.auglocal.pyramid_coeff = 0.5
-  c.method.auglocal.subtract_depth_from_k = True  # quirk Q3 (CIFAR code): K_eff = K - d
-
-  # Plugins rewrite the base plan (jax_local/plugins; quirk options listed in README.md). They live under config.method
-  # because the trainer hands config.method to methods.build_plan.
-  c.method.plugin = "none"         # none | hpff | mlaan | man
-  c.method.hilo = ml_collections.ConfigDict()      # HPFF's HiLo (§7.1)
-  c.method.hilo.k = 2
-  c.method.hilo.w_ind = 0.001
-  c.method.hilo.w_cas = 0.999
-  c.method.hilo.lambda_schedule = "hpff_kcli"      # quirk Q5; see plugins/schedules.py
-  c.method.hilo.final_x_loss = "weighted"          # weighted | dropped
-  c.method.pff = ml_collections.ConfigDict()       # Patch Feature Fusion (§7.2, Q12)
-  c.method.pff.mode = "code_quadrant_decoders"     # | paper_shared_avg | off
-  c.method.pff.grid = (2, 2)
-  c.method.pff.apply_to = "classifier"             # paper_shared_avg: decoder | classifier | both
-  c.method.pff.patch_loop = "scan"                 # paper_shared_avg: vmap | scan | unrolled
-  c.method.mlm = ml_collections.ConfigDict()       # MLAAN's multilaminar cascades (§8.1)
-  c.method.mlm.k = 3                               # paper; the CIFAR code uses 2
-  c.method.mlm.w_ind = 0.001
-  c.method.mlm.w_cas = 0.999
-  c.method.mlm.lambda_schedule = "man_stage"       # quirk Q6 (MLAAN-InfoPro code)
-  c.method.mlm.final_x_loss = "weighted"           # quirk Q8: dropped = CIFAR code
-  c.method.lam = ml_collections.ConfigDict()       # Leap Augmented Modules (§8.2)
-  c.method.lam.ema_decay = 0.995
-  c.method.lam.ema_update = "all"                  # quirk Q7: last_only = CIFAR code
-  c.method.lam.ema_at = "first"                    # | all_layers
-  c.method.lam.copy_init = "copy_of_target"        # | independent (ImageNet code, Q14)
-  c.method.lam.leap_lists = "auto"                 # auto | published | generic
-  c.method.man = ml_collections.ConfigDict()       # MAN / MAN++ (§9)
-  c.method.man.variant = "man"                     # man | manpp
-  c.method.man.ema_decay = 0.995                   # quirk Q18: the README value
-  c.method.man.copy_init = "independent"           # quirk Q14 (MAN code) | copy_of_target
-  c.method.man.bias_form = "parallel_block"        # | param_offset
-  c.method.man.lambda_schedule = "man_stage"       # quirk Q6
-  c.method.man.stem_module = False                 # MAN++ only: the stem as its own module
+  # the selected base's and plug-in's fields only, at their defaults (jax_local/methods/<name>.py,
+  # jax_local/plugins/<name>.py): an option of another method is an error
+  c.method = experiment.method_config(method, plugin)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "sgd"             # sgd | adam
@@ -157,17 +104,28 @@ def executor_for(method: str) -> str:
   return "fused" if method == "bp" else "sequential"
 
 
-def set_plugin(c, base: str, plugin: str, patch_loop: str = "scan"):
-  """Sets config.method for base × plugin (plugin may be "none"), the CIFAR-shape recipes:
-  InfoPro inside a plug-in uses the plug-ins' README flags (CE, 2c2f, λ (5, 0.5, 0, 0));
-  HPFF's PFF is code_quadrant_decoders with InfoPro and paper_shared_avg on the classifier
-  for the other bases (docs/methods.md §7.4), its patch nets run by `patch_loop`."""
-  c.method.name = base
-  c.method.plugin = plugin
-  if base == "infopro" and plugin != "none":
-    ip = c.method.infopro
-    ip.loss_mode, ip.classifier = "cross_entropy", "2c2f"
-    ip.ixx_1, ip.ixy_1, ip.ixx_2, ip.ixy_2 = 5.0, 0.5, 0.0, 0.0
+def set_selected(mc, **fields):
+  """Sets the fields of `mc` (config.method) that the selection holds; a dict value updates a
+  section. Fields of unselected bases and plug-ins are not in `mc` and are skipped."""
+  for field, value in fields.items():
+    if field in mc:
+      if isinstance(value, dict):
+        mc[field].update(value)
+      else:
+        mc[field] = value
+  return mc
+
+
+def plugin_recipe(c, patch_loop: str = "scan"):
+  """The CIFAR-shape plug-in recipes of config.method's base × plugin: InfoPro inside a plug-in
+  uses the plug-ins' README flags (CE, 2c2f, λ (5, 0.5, 0, 0)); HPFF's PFF is
+  code_quadrant_decoders with InfoPro and paper_shared_avg on the classifier for the other bases
+  (docs/methods.md §7.4), its patch nets run by `patch_loop`."""
+  base, plugin = c.method.name, c.method.plugin
+  if plugin == "none":
+    return c
+  set_selected(c.method, infopro=dict(loss_mode="cross_entropy", classifier="2c2f", ixx_1=5.0,
+                                      ixy_1=0.5, ixx_2=0.0, ixy_2=0.0))
   if plugin == "hpff":
     if base == "infopro":
       c.method.pff.mode = "code_quadrant_decoders"

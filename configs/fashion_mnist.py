@@ -15,15 +15,13 @@ from configs import common
 
 
 def get_fashion_mnist_config(base: str, plugin: str = "none"):
-  c = common.cpu_fashion_mnist(common.get_config(), epochs=3, depth=14)
+  c = common.cpu_fashion_mnist(common.get_config(base, plugin), epochs=3, depth=14)
   c.split.preset = "blocks_stem" if base == "auglocal" else "blocks"
-  c.method.dgl_head = "manpp"
   c.method.replicate_bn_calls = False
-  ip = c.method.infopro  # InfoPro alone: CE, 1c2f, the K=16 ResNet-32 λ row (5, 0.05, 0.2, 0.5)
-  ip.loss_mode, ip.classifier = "cross_entropy", "1c2f"
-  ip.ixx_1, ip.ixy_1, ip.ixx_2, ip.ixy_2 = 5.0, 0.05, 0.2, 0.5
-  c.method.auglocal.aux_depth = 2
-  c = common.set_plugin(c, base, plugin, patch_loop="unrolled")
+  # InfoPro alone: CE, 1c2f, the K=16 ResNet-32 λ row (5, 0.05, 0.2, 0.5)
+  common.set_selected(c.method, dgl_head="manpp", auglocal=dict(aux_depth=2), infopro=dict(
+      loss_mode="cross_entropy", classifier="1c2f", ixx_1=5.0, ixy_1=0.05, ixx_2=0.2, ixy_2=0.5))
+  c = common.plugin_recipe(c, patch_loop="unrolled")
   if (base, plugin) == ("predsim", "hpff"):
     # PredSim's prediction head flattens a pooled map, so its parameters depend on the patch
     # size and one head cannot serve the unequal patches of a 7×7 map: HiLo without PFF

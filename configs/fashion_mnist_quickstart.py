@@ -12,13 +12,9 @@ from configs import common
 
 def get_config(arg: str = "dgl"):
   method, *plugin = (arg or "dgl").split(",")
-  c = common.cpu_fashion_mnist(common.get_config(), epochs=2, depth=8)
+  c = common.get_config(method or "dgl", plugin[0] if plugin else "none")
+  c = common.cpu_fashion_mnist(c, epochs=2, depth=8)
   c.split.preset = "uniform_k3"
-  c.method.name = method or "dgl"
-  c.method.dgl_head = "mlp-sr"
-  c.method.infopro.loss_mode = "cross_entropy"
-  c.method.infopro.ixx_1, c.method.infopro.ixy_1 = 1.0, 1.0
-  c.method.infopro.ixx_2, c.method.infopro.ixy_2 = 0.0, 1.0
-  if plugin:
-    common.set_plugin(c, method, plugin[0], patch_loop="unrolled")
-  return c
+  common.set_selected(c.method, dgl_head="mlp-sr", infopro=dict(
+      loss_mode="cross_entropy", ixx_1=1.0, ixy_1=1.0, ixx_2=0.0, ixy_2=1.0))
+  return common.plugin_recipe(c, patch_loop="unrolled")

@@ -8,14 +8,13 @@ from configs import common
 
 
 def get_config():
-  c = common.get_config()
+  c = common.get_config("predsim")
   c.num_epochs = 200
   c.data.name = "fashion_mnist"
   c.data.batch_size = 128
   c.data.eval_batch_size = 1000
   c.model.depth = 20
   c.split.preset = "blocks"
-  c.method.name = "predsim"
   c.optim.name = "adam"
   c.optim.lr = 5e-4
   c.optim.weight_decay = 0.0

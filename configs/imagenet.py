@@ -39,9 +39,10 @@ ARCHS = {  # net -> (model.arch, model.depth)
 }
 
 
-def base_config(net: str, method: str, preset: str, recipe: str):
-  """Common ImageNet config of `net` (a key of ARCHS) trained by `method` on split `preset`."""
-  c = common.get_config()
+def base_config(net: str, method: str, preset: str, recipe: str, plugin: str = "none"):
+  """Common ImageNet config of `net` (a key of ARCHS) trained by `method` (+ `plugin`) on split
+  `preset`."""
+  c = common.get_config(method, plugin)
   epochs, batch, lr = RECIPES[recipe]
   if net in ("resnext101", "vgg13") and recipe in SMALL_BATCH:
     batch, lr = SMALL_BATCH[recipe]
@@ -57,15 +58,12 @@ def base_config(net: str, method: str, preset: str, recipe: str):
   if net == "resnext101":
     c.model.groups, c.model.width_per_group = 32, 8
   c.split.preset = preset
-  c.method.name = method
   c.executor = common.executor_for(method)
-  c.method.dgl_head = "mlp-sr"          # DGL ImageNet heads: n_lin 3 (1x1), mlp 3 (§4.3a)
-  ip = c.method.infopro                 # ImageNet InfoPro: softmax CE, ImageNet heads (§4.6)
-  ip.loss_mode = "cross_entropy"
-  ip.head_family = "imagenet_infopro"
-  ip.ixx_1, ip.ixy_1, ip.ixx_2, ip.ixy_2 = 5.0, 0.75, 0.0, 0.0
-  if net == "r152" and recipe == "infopro":
-    ip.ixy_1 = 1.0                      # InfoPro's ResNet-152 command: 5·BCE + 1.0·CE (§5.2)
+  # DGL ImageNet heads: n_lin 3 (1x1), mlp 3 (§4.3a); ImageNet InfoPro: softmax CE, ImageNet
+  # heads (§4.6), 5·BCE + 0.75·CE, but 5·BCE + 1.0·CE in InfoPro's ResNet-152 command (§5.2)
+  common.set_selected(c.method, dgl_head="mlp-sr", infopro=dict(
+      loss_mode="cross_entropy", head_family="imagenet_infopro", ixx_1=5.0,
+      ixy_1=1.0 if (net, recipe) == ("r152", "infopro") else 0.75, ixx_2=0.0, ixy_2=0.0))
   if method == "auglocal":              # AugLocal's ImageNet code (§6.3)
     al = c.method.auglocal
     al.aux_depth, al.pyramid, al.subtract_depth_from_k = 4, False, False
@@ -94,7 +92,6 @@ def hpff(c):
   With a DGL base (no published code): HiLo k=2 with weights 0.001/0.999, constant λ, and PFF on
   the classifier with shared patch nets (§7.4 [decision], "HPFF-style, project reconstruction").
   """
-  c.method.plugin = "hpff"
   if c.method.name == "dgl":
     c.method.hilo.lambda_schedule = "constant"
     c.method.pff.mode, c.method.pff.apply_to = "paper_shared_avg", "classifier"
@@ -112,7 +109,6 @@ def man(c):
   """InfoPro + MAN as `MAN Exp on ImageNet/networks/resnetInfoPro_MAN.py:263-287` (§9.2):
   y = LB(h) + EMA(h) with copies of the next block (independent draws, Q14), m = 0.995,
   loss 5·BCE + 0.75·CE (constant λ) on the InfoPro ImageNet heads."""
-  c.method.plugin = "man"
   m = c.method.man
   m.variant, m.bias_form, m.copy_init = "man", "parallel_block", "independent"
   m.ema_decay = 0.995
@@ -125,8 +121,6 @@ def mlaan(c):
   every module, copies as independent draws (Q14), CE-only GAP-FC heads (base greedy: the CAN and
   the 256/512-wide IAN of `MLAAN ImageNet/networks/auxnet34.py`); ResNet-34 zero-initialises the
   last BN γ of each block (§1.3)."""
-  c.method.name = "greedy"
-  c.method.plugin = "mlaan"
   c.method.mlm.k, c.method.mlm.w_ind, c.method.mlm.w_cas = 3, 0.001, 0.999
   c.method.mlm.final_x_loss = "weighted"
   c.method.mlm.lambda_schedule = "constant"
@@ -142,7 +136,7 @@ PLUGINS = {"none": lambda c: c, "hpff": hpff, "man": man, "mlaan": mlaan}
 
 def get_imagenet_config(net: str, method: str, preset: str, recipe: str, plugin: str = "none"):
   """The config of `method` (+ `plugin`) on `net`, split `preset`, under `recipe`."""
-  return PLUGINS[plugin](base_config(net, method, preset, recipe))
+  return PLUGINS[plugin](base_config(net, method, preset, recipe, plugin))
 
 
 def from_row(row: published.Row):

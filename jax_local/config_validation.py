@@ -1,47 +1,25 @@
-"""Checks a config before anything is built or compiled; each error names the field and what is valid."""
+"""Checks a config before anything is built or compiled; each error names the field and what is
+valid. A pure check, run once per launch; the method's and plug-in's fields are checked by their
+specs (`registry.Method.validate`, `registry.Plugin.validate`)."""
 from __future__ import annotations
 
 import jax
 
-from jax_local import divergence, losses, methods, optim, plugins, splits
+from jax_local import divergence, experiment, methods, optim, parallel, plugins, splits
+from jax_local.config_errors import ConfigError, choice as _choice, integer, positive as _positive
 from jax_local.data import catalog
-from jax_local.plugins import hilo, leap, momentum, pff, schedules
-from jax_local.heads import imagenet as imagenet_heads
+from jax_local.engine import EXECUTORS
 from jax_local.models import ARCHS, build_backbone
 from jax_local.models.cifar_resnet import stage_sizes
 
-from jax_local.engine import EXECUTORS
-DGL_HEADS = ("mlp", "mlp-sr", "cnn", "auglocal", "manpp")
-INFOPRO_CLASSIFIERS = ("0c1f", "0c2f", "1c1f", "1c2f", "1c3f", "2c2f")
-INFOPRO_LOSS_MODES = ("contrast", "cross_entropy")
-BAD_IMAGE_POLICIES = ("fail", "skip")
-COMPUTE_DTYPES = ("float32", "bfloat16")   # jax_local.parallel.DTYPES
-BN_STATS = ("global", "per_device")        # jax_local.parallel.BN_STATS
+BAD_IMAGE_POLICIES = ("fail", "skip")   # config.data.on_bad_image (data.input_pipeline)
+
+__all__ = ["ConfigError", "validate_config", "validate_method"]
 
 
-class ConfigError(ValueError):
-  """A config field holds a value that cannot run."""
-
-
-def _choice(field: str, value, valid) -> None:
-  if value not in valid:
-    raise ConfigError(f"config.{field}={value!r} is not valid; choose one of: "
-                      f"{', '.join(map(str, valid))}")
-
-
-def _positive(field: str, value) -> None:
-  if not value > 0:
-    raise ConfigError(f"config.{field}={value!r} must be > 0")
-
-
-def _non_negative_int(field: str, value) -> None:
-  if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-    raise ConfigError(f"config.{field}={value!r} must be an integer >= 0")
-
-
-def validate_config(config, num_devices: int | None = None) -> splits.Split:
-  """Raises ConfigError on the first invalid field; returns the resolved split. num_devices:
-  the devices the run's mesh spans (default every device)."""
+def validate_config(config, num_devices: int | None = None) -> None:
+  """Raises ConfigError on the first invalid field. num_devices: the devices the run's mesh
+  spans (default every device)."""
   _positive("num_epochs", config.num_epochs)
   _choice("data.name", config.data.name, catalog.NAMES)
   _positive("data.batch_size", config.data.batch_size)
@@ -63,8 +41,8 @@ def validate_config(config, num_devices: int | None = None) -> splits.Split:
           f"config.data.{field}={batch} does not divide across {devices} devices in "
           f"{processes} processes (the batch is sharded over a 'data' mesh axis of every "
           f"device); use a multiple of {devices}, e.g. {lower or upper} or {upper}")
-  _choice("model.dtype", config.model.get("dtype", "float32"), COMPUTE_DTYPES)
-  _choice("model.bn_stats", config.model.get("bn_stats", "global"), BN_STATS)
+  _choice("model.dtype", config.model.get("dtype", "float32"), tuple(parallel.DTYPES))
+  _choice("model.bn_stats", config.model.get("bn_stats", "global"), parallel.BN_STATS)
   if config.model.get("bn_stats", "global") == "per_device" and config.data.batch_size < 2 * devices:
     raise ConfigError(
         f"config.model.bn_stats='per_device' normalises each device's "
@@ -76,22 +54,14 @@ def validate_config(config, num_devices: int | None = None) -> splits.Split:
       stage_sizes(config.model.depth)
     else:
       build_backbone(config.model, config.data.num_classes)  # checks the depth; no init
-    imagenet_heads.head_family(config.method.infopro)
   except ValueError as e:
     raise ConfigError(str(e)) from None
   _choice("model.shortcut", config.model.shortcut, ("projection", "zero_pad"))
-  _choice("method.name", config.method.name, methods.METHODS)
-  _choice("method.dgl_head", config.method.dgl_head, DGL_HEADS)
-  _choice("method.infopro.classifier", config.method.infopro.classifier, INFOPRO_CLASSIFIERS)
-  _choice("method.infopro.loss_mode", config.method.infopro.loss_mode, INFOPRO_LOSS_MODES)
-  _choice("method.infopro.decoder_bce", config.method.infopro.get("decoder_bce", "exact"),
-          losses.DECODER_BCE)
-  if not 0.0 <= config.method.predsim.beta <= 1.0:
-    raise ConfigError(f"config.method.predsim.beta={config.method.predsim.beta} must be in [0, 1]")
+  methods.REGISTRY.get(config.method.name)
   _choice("executor", config.executor, EXECUTORS)
   _positive("log_every_steps", config.log_every_steps)
   _positive("eval_every_epochs", config.eval_every_epochs)
-  _non_negative_int("eval.bn_recompute_batches", config.get("eval", {}).get("bn_recompute_batches", 0))
+  integer("eval.bn_recompute_batches", config.get("eval", {}).get("bn_recompute_batches", 0), 0)
   _positive("max_checkpoints_to_keep", config.max_checkpoints_to_keep)
   _choice("on_nonfinite", config.get("on_nonfinite", "stop"), divergence.MODES)
   fraction = config.get("max_skipped_fraction", 0.01)
@@ -104,91 +74,52 @@ def validate_config(config, num_devices: int | None = None) -> splits.Split:
     split = splits.get_split(config.split.preset, config.model.depth, config.model.arch)
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  if config.method.name != "bp" and split.num_modules < 2:
-    raise ConfigError(f"config.split.preset={config.split.preset!r} gives 1 module; local method "
-                      f"{config.method.name!r} needs at least 2 (or use method.name='bp')")
-  if config.method.name == "auglocal":
-    _validate_auglocal(config.method.auglocal, split)
-  _validate_plugin(config.method, split)
-  return split
+  validate_method(config.method, split)
 
 
-def _unit(field: str, value) -> None:
-  if not 0.0 <= value <= 1.0:
-    raise ConfigError(f"config.{field}={value!r} must be in [0, 1]")
+def owner(field: str) -> str | None:
+  """Which base or plug-in owns `config.method.<field>` ("plug-in 'man'"), None if none does."""
+  for kind, registry in (("method", methods.REGISTRY), ("plug-in", plugins.REGISTRY)):
+    for name in registry.names():
+      if field in registry.get(name).defaults():
+        return f"{kind} {name!r}"
+  return None
 
 
-def _validate_auglocal(al, split) -> None:
-  if isinstance(al.aux_depth, bool) or not isinstance(al.aux_depth, int) or al.aux_depth < 1:
-    raise ConfigError(f"config.method.auglocal.aux_depth={al.aux_depth!r} must be an int >= 1")
-  _unit("method.auglocal.pyramid_coeff", al.pyramid_coeff)
-  if al.subtract_depth_from_k and split.num_modules - al.aux_depth < 2:
+def active(mc) -> str:
+  """The selection in words: "method.name='dgl' with method.plugin='none'"."""
+  return f"method.name={mc.name!r} with method.plugin={plugins.plugin_name(mc)!r}"
+
+
+def validate_method(mc, split) -> None:
+  """config.method: the base and plug-in exist and compose, the config holds exactly their
+  fields, and each spec's own checks pass."""
+  base = methods.REGISTRY.get(mc.name)
+  plugin = plugins.REGISTRY.get(plugins.plugin_name(mc))
+  if not plugin.composes(base):
+    takers = [n for n in methods.REGISTRY.names() if plugin.composes(methods.REGISTRY.get(n))]
     raise ConfigError(
-        f"config.method.auglocal.aux_depth={al.aux_depth} with subtract_depth_from_k=True leaves "
-        f"K_eff = {split.num_modules} - {al.aux_depth} < 2 modules on split "
-        f"{split.name!r}; lower aux_depth or set subtract_depth_from_k=False")
+        f"config.method.plugin={plugin.name!r} does not compose with config.method.name="
+        f"{base.name!r}; {plugin.name} composes with: {', '.join(takers)}"
+        + (f" ({base.no_plugin})" if base.no_plugin else ""))
+  if split.num_modules < base.min_modules:
+    raise ConfigError(f"config.split.preset={split.name!r} gives {split.num_modules} module; "
+                      f"local method {base.name!r} needs at least {base.min_modules} (or use "
+                      "method.name='bp')")
+  wanted = set(experiment.method_config(base.name, plugin.name).keys())
+  for field in mc.keys():
+    if field not in wanted:
+      raise ConfigError(f"config.method.{field} is an option of {owner(field) or 'nothing'}, "
+                        f"but this config runs {active(mc)}; remove it, or choose the method "
+                        "and plug-in in the config argument (e.g. configs/cifar.py:"
+                        "cifar10,32,16,dgl,hpff)")
+  missing = sorted(wanted - set(mc.keys()) - set(experiment.COMMON_FIELDS))
+  if missing:
+    raise ConfigError(f"config.method lacks {', '.join(missing)}, the options of "
+                      f"{active(mc)}; choose the method and plug-in in the config argument "
+                      "(e.g. configs/cifar.py:cifar10,32,16,dgl,hpff), not by overriding "
+                      "method.name or method.plugin")
+  base.validate(mc, split)
+  plugin.validate(mc, split, base)
 
 
-def _validate_plugin(m, split) -> None:
-  """config.method.plugin and its sections; which base x plugin pairs compose (plugins.COMPOSES)."""
-  name = plugins.plugin_name(m)
-  _choice("method.plugin", name, plugins.PLUGINS)
-  if name == "none":
-    return
-  if m.name not in plugins.COMPOSES[name]:
-    raise ConfigError(
-        f"config.method.plugin={name!r} does not compose with config.method.name={m.name!r}; "
-        f"{name} composes with: {', '.join(plugins.COMPOSES[name])} (bp has no local modules; "
-        "auglocal's aux nets already mimic later layers)")
-  L = split.num_modules
-  if name in ("hpff", "mlaan"):
-    sec = "hilo" if name == "hpff" else "mlm"
-    c = m[sec]
-    if isinstance(c.k, bool) or not isinstance(c.k, int) or not 2 <= c.k <= L:
-      raise ConfigError(f"config.method.{sec}.k={c.k!r} must be an int in 2..{L} (the number of "
-                        f"modules of split {split.name!r})")
-    _unit(f"method.{sec}.w_ind", c.w_ind)
-    _unit(f"method.{sec}.w_cas", c.w_cas)
-    _choice(f"method.{sec}.lambda_schedule", c.lambda_schedule, schedules.KINDS)
-    _choice(f"method.{sec}.final_x_loss", c.final_x_loss, hilo.FINAL_X_LOSS)
-  if name == "hpff":
-    f = m.pff
-    _choice("method.pff.mode", f.mode, pff.MODES)
-    _choice("method.pff.apply_to", f.apply_to, pff.APPLY_TO)
-    _choice("method.pff.patch_loop", f.patch_loop, pff.LOOPS)
-    grid = tuple(f.grid)
-    if len(grid) != 2 or any(isinstance(g, bool) or not isinstance(g, int) or g < 1 for g in grid):
-      raise ConfigError(f"config.method.pff.grid={grid!r} must be two ints >= 1, e.g. (2, 2) "
-                        "or (2, 1)")
-    cifar_decoder = m.name == "infopro" and imagenet_heads.head_family(m.infopro) == "cifar"
-    if not cifar_decoder and (f.mode == "code_quadrant_decoders" or
-                              (f.mode == "paper_shared_avg" and f.apply_to == "decoder")):
-      raise ConfigError(
-          f"config.method.pff.mode={f.mode!r} (apply_to={f.apply_to!r}) patches a CIFAR InfoPro "
-          f"decoder, but base {m.name!r} (infopro.head_family="
-          f"{imagenet_heads.head_family(m.infopro)!r}) has none; use pff.mode='paper_shared_avg' with pff.apply_to='classifier' "
-          "(docs/methods.md §7.4) or pff.mode='off'")
-  elif name == "mlaan":
-    lam = m.lam
-    _unit("method.lam.ema_decay", lam.ema_decay)
-    _choice("method.lam.ema_update", lam.ema_update, leap.UPDATES)
-    _choice("method.lam.ema_at", lam.ema_at, leap.EMA_AT)
-    _choice("method.lam.copy_init", lam.copy_init, leap.COPY_INITS)
-    _choice("method.lam.leap_lists", lam.leap_lists, leap.LEAP_LISTS)
-    if lam.leap_lists == "published" and leap.published_leap_lists(split) is None:
-      raise ConfigError(f"config.method.lam.leap_lists='published' but split {split.name!r} has no "
-                        f"published MLAAN leap lists ({', '.join(leap.PUBLISHED_PRESETS)}); "
-                        "use 'auto' or 'generic'")
-    if m.mlm.k > L - 1:
-      raise ConfigError(f"config.method.mlm.k={m.mlm.k} leaves no LAM term on {L} modules "
-                        f"(needs k <= {L - 1})")
-  elif name == "man":
-    man = m.man
-    _choice("method.man.variant", man.variant, momentum.VARIANTS)
-    _choice("method.man.bias_form", man.bias_form, momentum.BIAS_FORMS)
-    _choice("method.man.copy_init", man.copy_init, momentum.COPY_INITS)
-    _choice("method.man.lambda_schedule", man.lambda_schedule, schedules.KINDS)
-    _unit("method.man.ema_decay", man.ema_decay)
-    if man.variant == "manpp" and man.bias_form != "parallel_block":
-      raise ConfigError("config.method.man.variant='manpp' needs man.bias_form='parallel_block' "
-                        "(s scales the LB block against the EMA block)")

@@ -2,7 +2,7 @@
 
   python -m jax_local.evaluate --workdir=DIR [--step=N] [--data_dir=TFDS_DIR] [--json]
 
-Rebuilds the run from its own config.json (`train.build`), restores the checkpoint of step N
+Rebuilds the run from its own config.json (`experiment.build`), restores the checkpoint of step N
 (default: the newest readable one), opened read-only as the analysis tools do
 (`analysis.run_loading.restore_state`), and evaluates it as training does (`train.evaluate_both`):
 the whole test split with the running BatchNorm statistics and, when the run's
@@ -27,14 +27,15 @@ def evaluate_checkpoint(workdir: str, step: int | None = None,
                         data_dir: str | None = None) -> dict:
   """{"step", "epoch", test metrics of `train.evaluate_both`} of a run's checkpoint."""
   import jax
-  from jax_local import bn_reestimate, parallel, train
+  from jax_local import bn_reestimate, experiment, parallel, train
   from jax_local.analysis import run_loading
   from jax_local.train_state import init_state
   workdir = os.path.abspath(workdir)
   config = read_config(workdir)
   run_loading.checkpoint_dir(workdir)  # fails before the data are loaded
   dataset = run_loading.load_dataset(config, data_dir)
-  plan, tx, _, steps_per_epoch = train.build(config, dataset, num_devices=1)
+  exp = experiment.build(config, dataset)
+  plan, tx, steps_per_epoch = exp.plan, exp.tx, exp.steps_per_epoch
   template = jax.eval_shape(
       lambda: init_state(plan, tx, jax.random.PRNGKey(config.seed), dataset.image_shape))
   state, step = run_loading.restore_state(workdir, template, step)

@@ -40,10 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jax_local import config_validation, methods, optim, parallel, part_optimizer
+from jax_local import config_validation, experiment, parallel
 from jax_local.engine import forward, fused, sequential
-from jax_local.models import build_backbone
-from jax_local.data import catalog
 from jax_local.models import layers
 from jax_local.models.backbone import apply_block
 from jax_local.train_state import init_state
@@ -93,31 +91,13 @@ class Setup:
 
 
 def setup(config) -> Setup:
-  """The config's plan and BP's plan on the same backbone (as train.build, without data)."""
-  split = config_validation.validate_config(config)
-  name = config.data.name
-  info = catalog.DATASETS[name]   # the data are never loaded
-  if info.image_shape is None:
-    raise ValueError(f"config.data.name={name!r}: its image shape depends on the files; the "
-                     "memory report knows " + ", ".join(
-                         n for n, d in catalog.DATASETS.items() if d.image_shape is not None))
-  image_shape, num_train = info.image_shape, info.num_train
-  if name == "imagenet2012" and config.data.get("image_size", 0):
-    image_shape = (config.data.image_size, config.data.image_size, 3)
-  num_classes = config.data.num_classes
-  backbone = build_backbone(config.model, num_classes)
-  plan = methods.build_plan(config.method, backbone, split, num_classes)
-  bp_method = config.method.copy_and_resolve_references()
-  bp_method.name = "bp"
-  if "plugin" in bp_method:
-    bp_method.plugin = "none"
-  bp_plan = methods.build_plan(bp_method, backbone, split, num_classes)
-  steps = math.ceil(num_train / config.data.batch_size)
-  schedule = optim.make_schedule(config.optim, config.num_epochs, steps)
-  base_tx = optim.make_optimizer(config.optim, config.num_epochs, steps)
-  mean, std = info.mean, info.std
-  return Setup(plan, bp_plan, part_optimizer.PartOptimizer(base_tx, plan.ema_pairs), base_tx,
-               schedule, mean, std, image_shape)
+  """A validated config's plan and BP's plan on the same backbone (`experiment.build`, without
+  data)."""
+  exp = experiment.build(config)
+  bp_method = experiment.method_config("bp")
+  bp_plan = experiment.build_plan(bp_method, exp.backbone, exp.split, exp.dataset.num_classes)
+  return Setup(exp.plan, bp_plan, exp.tx, exp.base_tx, exp.schedule, exp.dataset.mean,
+               exp.dataset.std, exp.dataset.image_shape)
 
 
 def abstract_inputs(plan, tx, image_shape, batch_size):
@@ -311,6 +291,7 @@ def main(argv):
   from absl import app, flags
   flags_ = flags.FLAGS
   config = flags_.config
+  config_validation.validate_config(config)
   try:
     variants = parse_variants(flags_.variants)
   except ValueError as e:

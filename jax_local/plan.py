@@ -17,6 +17,8 @@ import flax.linen as nn
 from jax_local.ema import EmaPair
 from jax_local.models.backbone import Backbone
 
+FINAL_HEAD = "final"   # the head of the network's own classifier: CE on the last module's logits
+
 
 @dataclasses.dataclass(frozen=True)
 class LossTerm:

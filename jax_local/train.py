@@ -1,7 +1,7 @@
 """train_and_evaluate(config, workdir): build, resume, train, evaluate, checkpoint, summarise.
 
 Reads top to bottom: validate the config, take the workdir lock (`workdir_lock`, process 0),
-load data, build the plan, initialise or restore the state, then loop over epochs (`_loop`). The
+load data, build the experiment (`experiment.build`), initialise or restore the state, then loop over epochs (`_loop`). The
 workdir holds `run.lock` while the run is live, `checkpoints/`, `metrics.jsonl` (every logged
 scalar), `history.json` (one entry per evaluation), `config.json`, TensorBoard event files and, at
 the end, `summary.json` (`summarise`).
@@ -28,28 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_local import (bn_reestimate, checkpointing, config_validation, divergence, memory,
-                       methods, optim, parallel, part_optimizer, preemption, run_info, run_log,
-                       workdir_lock)
+from jax_local import (bn_reestimate, checkpointing, config_validation, divergence, experiment,
+                       memory, parallel, preemption, run_info, run_log, workdir_lock)
 from jax_local.data import input_pipeline
 from jax_local import engine
 from jax_local.engine import forward
-from jax_local.models import build_backbone
 from jax_local.run_log import LOG
 from jax_local.train_state import init_state
-
-
-def build(config, dataset, num_devices: int | None = None):
-  """(plan, tx, schedule, steps_per_epoch) for a validated config and a loaded dataset
-  (num_devices: the mesh's, default every device)."""
-  split = config_validation.validate_config(config, num_devices)
-  backbone = build_backbone(config.model, dataset.num_classes)
-  plan = methods.build_plan(config.method, backbone, split, dataset.num_classes)
-  steps_per_epoch = dataset.steps_per_epoch(config.data.batch_size, config.data.drop_remainder)
-  schedule = optim.make_schedule(config.optim, config.num_epochs, steps_per_epoch)
-  tx = part_optimizer.PartOptimizer(
-      optim.make_optimizer(config.optim, config.num_epochs, steps_per_epoch), plan.ema_pairs)
-  return plan, tx, schedule, steps_per_epoch
 
 
 def make_eval_step(plan, par: parallel.Parallel | None = None):
@@ -134,13 +119,14 @@ def _save_config(workdir: str, config_dict: dict, changed: bool, step: int) -> N
 
 
 def train_and_evaluate(config, workdir: str, return_state: bool = False, mock_examples: int = 0,
-                       devices=None):
+                       devices=None, validated: bool = False):
   """Trains `config` in `workdir` (resuming if a checkpoint exists); returns the summary dict
   (and the final TrainState, replicated over the mesh, if return_state).
 
   The config is validated before the workdir is created; process 0 then holds the workdir lock
   (`workdir_lock`) until the end. `mock_examples` > 0 marks a run on mock data (summary and
-  hparams say so). `devices`: the devices of the mesh (default every device).
+  hparams say so). `devices`: the devices of the mesh (default every device). `validated`:
+  the caller ran `config_validation.validate_config` already (launch.py, before anything else).
 
   Raises:
     config_validation.ConfigError: an invalid config; nothing was written.
@@ -152,7 +138,8 @@ def train_and_evaluate(config, workdir: str, return_state: bool = False, mock_ex
     checkpointing.CheckpointMismatch: the checkpoint holds arrays of other shapes.
   """
   t_start = time.time()
-  config_validation.validate_config(config, num_devices=None if devices is None else len(devices))
+  if not validated:
+    config_validation.validate_config(config, None if devices is None else len(devices))
   lock = workdir_lock.WorkdirLock(workdir)
   error = None
   if jax.process_index() == 0:
@@ -179,8 +166,8 @@ def _train_and_evaluate(config, workdir, return_state, mock_examples, devices, t
   with preemption.StopOnSignal() as stop:  # before data loading, so a signal then is graceful
     dataset = input_pipeline.build_dataset(config.data, config.seed, jax.process_index(),
                                            jax.process_count())
-    plan, tx, schedule, steps_per_epoch = build(config, dataset,
-                                                None if devices is None else len(devices))
+    exp = experiment.build(config, dataset)
+    plan, tx, schedule, steps_per_epoch = exp.plan, exp.tx, exp.schedule, exp.steps_per_epoch
     par = parallel.Parallel.from_config(
         config, None if devices is None else parallel.make_mesh(devices))
     _check_last_batch(config, dataset, par)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jax_local import plugins
+from jax_local.plugins import copies
 from jax_local.engine import forward
 from jax_local.heads import coefficients
 from jax_local.models import layers
@@ -66,6 +66,6 @@ def _init_state(plan, tx, rng, image_shape, batch_size):
     h = jnp.zeros(outputs[term.last].shape, jnp.float32)
     params["heads"][term.head], stats["heads"][term.head] = programs[structure](
         jax.random.fold_in(rng, 1000 + k), h, batch)
-  params = plugins.init_copies(plan, params)  # copies declared copy_of_target start as their source
+  params = copies.init_copies(plan, params)  # copies declared copy_of_target start as their source
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=stats,
                     opt_state=tx.init(params))

@@ -3,7 +3,8 @@
   usage_errors.run(main)      # in place of absl.app.run(main)
 
 Covered while the flags are parsed: a config file that cannot be loaded, an unknown config field (`--config.optim.lrr=1`: the close
-names of that level), a field at the wrong level (`--config.batch_size=256`: the dotted paths of
+names of that level), an option of a base method or plug-in that the config does not select
+(`--config.method.man.ema_decay=0.9` on a DGL run: the active method), a field at the wrong level (`--config.batch_size=256`: the dotted paths of
 the config's fields of that name, e.g. data.batch_size) and every other absl flag error; and
 raised by `main`: `app.UsageError`, `config_validation.ConfigError` (an impossible config) and
 `workdir_lock.WorkdirUnwritable`. The line reads "<program>: error: <message>" (program: the
@@ -55,6 +56,10 @@ def unknown_field_message(config, path: str) -> str | None:
       parent = ".".join(parts[:i])
       return f"--config.{path}: config.{parent} is a value, not a section"
     here = ".".join(parts[:i])
+    if here == "method":
+      unselected = _unselected_option(node, path, part)
+      if unselected:
+        return unselected
     where = f"config.{here}" if here else "config"
     rest = ".".join(parts[i:])
     elsewhere = [p for p in _fields(config) if p == rest or p.endswith("." + rest)]
@@ -67,6 +72,18 @@ def unknown_field_message(config, path: str) -> str | None:
               if close else f"{where} has: {', '.join(sorted(node.keys()))}")
     return f"--config.{path}: {where} has no field {part!r}; {hint}"
   return None
+
+
+def _unselected_option(method, path: str, part: str) -> str | None:
+  """The message for an option of a base or plug-in that `method` (config.method) does not
+  select, None if no registered one owns `part`."""
+  from jax_local import config_validation   # the registries import flax: only when needed
+  owner = config_validation.owner(part)
+  if owner is None:
+    return None
+  return (f"--config.{path}: config.method has no field {part!r}: it is an option of {owner}, "
+          f"and this config runs {config_validation.active(method)}; choose the method and "
+          "plug-in in the config argument (e.g. configs/cifar.py:cifar10,32,16,dgl,man)")
 
 
 def _overrides(argv, name="config"):

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 
 from benchmarks import timing  # noqa: E402
-from jax_local import compare, engine, memory, train  # noqa: E402
+from jax_local import compare, engine, experiment, memory  # noqa: E402
 from jax_local.analysis.run_records import read_config  # noqa: E402
 from jax_local.data import input_pipeline  # noqa: E402
 from jax_local.train_state import init_state  # noqa: E402
@@ -42,7 +42,8 @@ def step_times(configs, rounds: int, steps_per_round: int) -> list[float]:
   batch = next(dataset.train_batches(0, 0, configs[0].data.batch_size, drop_remainder=True))
   runs = {}
   for i, config in enumerate(configs):
-    plan, tx, schedule, _ = train.build(config, dataset)
+    exp = experiment.build(config, dataset)
+    plan, tx, schedule = exp.plan, exp.tx, exp.schedule
     state = init_state(plan, tx, jax.random.PRNGKey(config.seed), dataset.image_shape)
     step = engine.make_train_step(config.executor, plan, tx, schedule, dataset.mean,
                                   dataset.std)

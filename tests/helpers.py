@@ -3,23 +3,19 @@ import jax
 import jax.numpy as jnp
 
 from configs import common
-from jax_local import methods, optim, part_optimizer, splits
+from jax_local import experiment, optim, part_optimizer, splits
 from jax_local.models import build_backbone
 from jax_local.train_state import init_state
 
 IMAGE_SHAPE = (16, 16, 3)
 
 
-def tiny_config(method="dgl", depth=8, preset="uniform_k3"):
-  c = common.get_config()
+def tiny_config(method="dgl", depth=8, preset="uniform_k3", plugin="none"):
+  c = common.get_config(method, plugin)
   c.model.depth = depth
   c.split.preset = preset
-  c.method.name = method
-  c.method.dgl_head = "cnn"
-  c.method.infopro.loss_mode = "cross_entropy"
-  c.method.infopro.ixx_1, c.method.infopro.ixy_1 = 1.0, 1.0
-  c.method.infopro.ixx_2, c.method.infopro.ixy_2 = 0.5, 1.0
-  c.method.predsim.pool_target = 64
+  common.set_selected(c.method, dgl_head="cnn", predsim=dict(pool_target=64), infopro=dict(
+      loss_mode="cross_entropy", ixx_1=1.0, ixy_1=1.0, ixx_2=0.5, ixy_2=1.0))
   c.data.num_classes = 4
   c.num_epochs = 2
   return c
@@ -28,7 +24,7 @@ def tiny_config(method="dgl", depth=8, preset="uniform_k3"):
 def tiny_plan_and_state(config, image_shape=IMAGE_SHAPE, seed=0):
   backbone = build_backbone(config.model, config.data.num_classes)
   split = splits.get_split(config.split.preset, config.model.depth)
-  plan = methods.build_plan(config.method, backbone, split, config.data.num_classes)
+  plan = experiment.build_plan(config.method, backbone, split, config.data.num_classes)
   tx = part_optimizer.PartOptimizer(optim.make_optimizer(config.optim, config.num_epochs, 10),
                                     plan.ema_pairs)
   state = init_state(plan, tx, jax.random.PRNGKey(seed), image_shape)

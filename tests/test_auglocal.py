@@ -1,7 +1,7 @@
 """AugLocal aux-net rules vs the derived table of docs/methods.md §6.3 (picks, strides, depths)."""
 import pytest
 
-from jax_local import auglocal
+from jax_local.methods import auglocal
 
 R32 = [16] * 6 + [32] * 5 + [64] * 5
 R110 = [16] * 19 + [32] * 18 + [64] * 18
@@ -63,11 +63,11 @@ def test_half_to_even_and_no_pyramid():
 def test_cifar_r32_plan():
   """configs/cifar.py:cifar10,32,16,auglocal: 13 aux nets, 14 modules, the last = 3.2..3.4 + fc."""
   from configs import cifar
-  from jax_local import methods, splits
+  from jax_local import experiment, splits
   from jax_local.models import build_backbone
   c = cifar.get_config("cifar10,32,16,auglocal")
-  plan = methods.build_plan(c.method, build_backbone(c.model, 10),
-                            splits.get_split(c.split.preset, 32), 10)
+  plan = experiment.build_plan(c.method, build_backbone(c.model, 10),
+                               splits.get_split(c.split.preset, 32), 10)
   assert plan.num_modules == 14
   assert plan.modules[0] == ("stem",) and plan.modules[-1] == ("s3b2", "s3b3", "s3b4", "fc")
   assert len(plan.terms) == 14 and all(t.first == t.last for t in plan.terms)

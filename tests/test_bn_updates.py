@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-from jax_local import methods, optim, splits
+from jax_local import experiment, optim, splits
 from jax_local.engine import fused
 from jax_local.models import build_backbone
 from jax_local.train_state import init_state
@@ -15,13 +15,12 @@ pytestmark = pytest.mark.usefixtures("fast_compile")  # tests/conftest.py
 
 
 def _hpff_plan(replicate: bool):
-  config = helpers.tiny_config("dgl", depth=8, preset="blocks")
-  config.method.plugin = "hpff"
+  config = helpers.tiny_config("dgl", depth=8, preset="blocks", plugin="hpff")
   config.method.pff.mode, config.method.pff.patch_loop = "paper_shared_avg", "vmap"
   config.method.replicate_bn_calls = replicate
   backbone = build_backbone(config.model, config.data.num_classes)
-  plan = methods.build_plan(config.method, backbone, splits.get_split("blocks", 8),
-                            config.data.num_classes)
+  plan = experiment.build_plan(config.method, backbone, splits.get_split("blocks", 8),
+                               config.data.num_classes)
   return config, plan
 
 
@@ -33,8 +32,8 @@ def test_hilo_call_counts():
   assert plan.bn_updates == (1,) + (3,) * (L - 2) + (2,)
   assert _hpff_plan(False)[1].bn_updates == ()
   config = helpers.tiny_config("dgl", depth=8, preset="blocks")
-  base = methods.build_plan(config.method, build_backbone(config.model, 10),
-                            splits.get_split("blocks", 8), 10)
+  base = experiment.build_plan(config.method, build_backbone(config.model, 10),
+                               splits.get_split("blocks", 8), 10)
   assert set(base.bn_updates) == {1}
 
 

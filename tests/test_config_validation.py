@@ -7,9 +7,10 @@ from jax_local.config_validation import ConfigError
 
 
 def _config(**overrides):
-  c = common.get_config()
+  """A DGL config (the base of `method.name` if overridden: its config holds that base's fields)."""
+  c = common.get_config(overrides.pop("method.name", "dgl"))
   c.data.name, c.model.depth, c.split.preset = "fashion_mnist", 8, "uniform_k3"
-  c.method.name, c.data.batch_size, c.data.eval_batch_size = "dgl", 64, 64
+  c.data.batch_size, c.data.eval_batch_size = 64, 64
   for path, value in overrides.items():
     section = c
     *parents, leaf = path.split(".")

@@ -36,14 +36,15 @@ assert parallel.initialize_distributed("explicit", f"127.0.0.1:{port}", 2, pid)
 assert jax.process_count() == 2 and jax.device_count() == 4, jax.devices()
 sys.path.insert(0, os.getcwd())
 from tests.test_distributed import tiny_config, dump
-from jax_local import checkpointing, train
+from jax_local import checkpointing, experiment, train
 from jax_local.data import input_pipeline
 from jax_local.train_state import init_state
 config = tiny_config(data_dir)
 summary, state = train.train_and_evaluate(config, workdir, return_state=True)
 # restore what both processes just wrote, as a resumed run does
 dataset = input_pipeline.build_dataset(config.data, config.seed, pid, 2)
-plan, tx, _, _ = train.build(config, dataset)
+exp = experiment.build(config, dataset)
+plan, tx = exp.plan, exp.tx
 par = parallel.Parallel.from_config(config)
 ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), 3)
 restored = ckpt.restore(par.abstract_state(

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from configs import fashion_mnist_quickstart
-from jax_local import (checkpointing, config_validation, divergence, preemption, run_log, train,
-                       workdir_lock)
+from jax_local import (checkpointing, config_validation, divergence, experiment, preemption,
+                       run_log, train, workdir_lock)
 from jax_local.data import input_pipeline
 from jax_local.train_state import TrainState, init_state
 from tests import fault_helpers as fh
@@ -91,7 +91,8 @@ def _abstract_state(fashion_mnist, num_classes=10):
   config.num_epochs, config.data.num_classes = fh.EPOCHS, num_classes
   dataset = input_pipeline.Dataset(d.name, (d.train_images[:512], d.train_labels[:512]),
                                    (d.test_images, d.test_labels), num_classes, d.mean, d.std, 0)
-  plan, tx, _, _ = train.build(config, dataset)
+  exp = experiment.build(config, dataset)
+  plan, tx = exp.plan, exp.tx
   return jax.eval_shape(lambda: init_state(plan, tx, jax.random.PRNGKey(0), dataset.image_shape))
 
 

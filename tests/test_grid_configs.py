@@ -6,7 +6,7 @@ hpff, mlaan}, BP and (CIFAR-10) AugLocal."""
 import pytest
 
 from configs import cifar
-from jax_local import config_validation, methods, plugins
+from jax_local import config_validation, experiment, plugins
 from jax_local.models import build_backbone
 
 NETS = {"r32_k16": (32, 16), "r110_k55": (110, 55)}
@@ -34,13 +34,14 @@ def test_grid_is_complete():
 @pytest.mark.parametrize("arg", GRID)
 def test_grid_config_builds_its_plan(arg):
   config = cifar.get_config(arg)
-  split = config_validation.validate_config(config)
+  config_validation.validate_config(config)
+  split = experiment.split_of(config)
   dataset, depth, _, *name = arg.split(",")
   base = config.method.name
   plugin = plugins.plugin_name(config.method)
   assert (config.data.name, config.model.depth) == (dataset, int(depth))
   assert name == ([base] if plugin == "none" else [base, plugin])
   backbone = build_backbone(config.model, config.data.num_classes)
-  plan = methods.build_plan(config.method, backbone, split, config.data.num_classes)
+  plan = experiment.build_plan(config.method, backbone, split, config.data.num_classes)
   assert plan.num_modules == MODULES.get((int(depth), base), MODULES[(int(depth), None)])
   assert config.executor == ("fused" if base == "bp" else "sequential")

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 from configs import imagenet as imagenet_configs
-from jax_local import (config_validation, engine, methods, optim, part_optimizer, published,
+from jax_local import (config_validation, engine, experiment, optim, part_optimizer, published,
                        split_presets, splits)
 from jax_local.data import imagenet as inet
 from jax_local.heads import imagenet as H
+from jax_local.methods import infopro
 from jax_local.models import build_backbone
 from jax_local.train_state import init_state
 
@@ -190,16 +191,16 @@ def test_quadrant_bce_is_four_times_the_mean_bce_and_heads_run():
 def test_infopro_head_family_dispatch():
   ip = ml_collections.ConfigDict(dict(classifier="1c2f", loss_mode="cross_entropy",
                                       feature_dim=128, temperature=0.07))
-  assert type(H.infopro_head(ip, 10, 1.0, 1.0)).__name__ == "InfoProHead"
+  assert type(infopro.infopro_head(ip, 10, 1.0, 1.0)).__name__ == "InfoProHead"
   ip.head_family = "imagenet_hpff"
-  head = H.infopro_head(ip, 10, 5.0, 0.75)
+  head = infopro.infopro_head(ip, 10, 5.0, 0.75)
   assert (head.decoder_variant, head.quadrant_bce) == ("hpff", True)
   ip.loss_mode = "contrast"
   with pytest.raises(ValueError, match="cross_entropy"):
-    H.infopro_head(ip, 10, 5.0, 0.75)
+    infopro.infopro_head(ip, 10, 5.0, 0.75)
   ip.head_family = "imagenet"
   with pytest.raises(ValueError, match="head_family"):
-    H.head_family(ip)
+    infopro.head_family(ip)
 
 
 # ---------------------------------------------------------------------------------- configs
@@ -226,9 +227,10 @@ ALL = os.environ.get("JAX_LOCAL_IMAGENET_COMPILE_ALL") == "1"
 
 def _build(name):
   config = imagenet_configs.get_config(name)
-  split = config_validation.validate_config(config)
+  config_validation.validate_config(config)
+  split = experiment.split_of(config)
   backbone = build_backbone(config.model, config.data.num_classes)
-  return config, methods.build_plan(config.method, backbone, split, config.data.num_classes)
+  return config, experiment.build_plan(config.method, backbone, split, config.data.num_classes)
 
 
 def test_config_list_is_complete():

@@ -110,22 +110,22 @@ def test_decoder_bce_option_reaches_every_decoder():
   """method.infopro.decoder_bce=torch sets the PyTorch BCE on the CIFAR and ImageNet InfoPro
   heads and HPFF's quadrant decoders."""
   from configs import common
-  from jax_local.heads import imagenet
-  from jax_local.plugins import base_heads
-  c = common.get_config()
+  from jax_local.methods import infopro   # the InfoPro heads of either family
+  from jax_local.plugins import hpff
+  c = common.get_config("infopro", "hpff")
   c.method.infopro.loss_mode = "cross_entropy"  # the ImageNet heads' only mode
   for kind, want in (("exact", False), ("torch", True)):
     c.method.infopro.decoder_bce = kind
-    assert imagenet.infopro_head(c.method.infopro, 10, 1.0, 1.0).bce_torch_clamp is want
+    assert infopro.infopro_head(c.method.infopro, 10, 1.0, 1.0).bce_torch_clamp is want
     c.method.infopro.head_family = "imagenet_hpff"
-    assert imagenet.infopro_head(c.method.infopro, 10, 1.0, 1.0).bce_torch_clamp is want
+    assert infopro.infopro_head(c.method.infopro, 10, 1.0, 1.0).bce_torch_clamp is want
     del c.method.infopro["head_family"]
     c.method.pff.mode = "code_quadrant_decoders"
-    head = base_heads.cascade(c.method, 10, (1.0, 1.0), c.method.pff)
+    head = hpff.cascade_head(c.method, infopro.SPEC, 10, (1.0, 1.0))
     assert head.parts[0].bce_torch_clamp is want
   c.method.infopro.decoder_bce = "pytorch"
   with pytest.raises(ValueError, match="decoder_bce='pytorch'.*exact, torch"):
-    imagenet.infopro_head(c.method.infopro, 10, 1.0, 1.0)
+    infopro.infopro_head(c.method.infopro, 10, 1.0, 1.0)
 
 
 # ---------------------------------------------------------------- SupCon (§5.3)

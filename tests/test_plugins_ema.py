@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from jax_local.engine import fused
-from jax_local import methods, optim, part_optimizer, splits
+from jax_local import experiment, optim, part_optimizer, splits
 from jax_local.models import build_backbone
 from jax_local.train_state import init_state
 from tests import helpers
@@ -92,7 +92,7 @@ def test_copies_own_their_buffers_so_a_state_can_be_donated():
   config = plugin_config("dgl", "mlaan", preset="blocks", **{"mlm.k": 2})
   backbone = build_backbone(config.model, config.data.num_classes)
   split = splits.get_split("blocks", config.model.depth)
-  plan = methods.build_plan(config.method, backbone, split, config.data.num_classes)
+  plan = experiment.build_plan(config.method, backbone, split, config.data.num_classes)
   tx = part_optimizer.PartOptimizer(optim.make_optimizer(config.optim, config.num_epochs, 10),
                                     plan.ema_pairs)
   state = init_state(plan, tx, jax.random.PRNGKey(0), helpers.IMAGE_SHAPE)

@@ -10,10 +10,12 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jax_local import methods, optim, part_optimizer, plugins, splits
+from configs import common
+from jax_local import config_validation, experiment, optim, part_optimizer, splits
 from jax_local.engine.fused import plan_loss
 from jax_local.models import build_backbone
 from jax_local.models.cifar_resnet import BasicBlock
+from jax_local.plugins import copies
 from jax_local.plugins.copies import BlockSpec, apply_copy
 from jax_local.train_state import init_state
 from tests import helpers
@@ -28,14 +30,17 @@ def fast(jitted, *args):
 
 
 def plugin_config(base, plugin, depth=8, preset="blocks_stem", **fields):
-  """Tiny config of base × plugin; fields: dotted overrides under config.method."""
-  c = helpers.tiny_config(base, depth, preset)
-  c.method.plugin = plugin
-  c.method.infopro.classifier = "0c1f"  # small heads compile fast; routing does not depend on them
-  if base != "infopro":
+  """Tiny config of base × plugin; fields: dotted overrides under config.method, those of
+  sections that base × plugin does not hold skipped."""
+  c = helpers.tiny_config(base, depth, preset, plugin)
+  # small heads compile fast; routing does not depend on them
+  common.set_selected(c.method, infopro=dict(classifier="0c1f"))
+  if base != "infopro" and plugin == "hpff":
     c.method.pff.mode, c.method.pff.patch_loop = "paper_shared_avg", "vmap"
   for key, value in fields.items():
     *path, leaf = key.split(".")
+    if path and path[0] not in c.method:
+      continue
     node = c.method
     for p in path:
       node = node[p]
@@ -47,14 +52,15 @@ def build(config, image_shape=helpers.IMAGE_SHAPE, steps_per_epoch=10):
   """(plan, tx, state): a jitted init_state, then copy_of_target copies set by init_copies."""
   backbone = build_backbone(config.model, config.data.num_classes)
   split = splits.get_split(config.split.preset, config.model.depth)
-  plan = methods.build_plan(config.method, backbone, split, config.data.num_classes)
+  config_validation.validate_method(config.method, split)
+  plan = experiment.build_plan(config.method, backbone, split, config.data.num_classes)
   tx = part_optimizer.PartOptimizer(
       optim.make_optimizer(config.optim, config.num_epochs, steps_per_epoch), plan.ema_pairs)
 
   @jax.jit
   def init(rng):
     state = init_state(plan, tx, rng, image_shape)
-    params = plugins.init_copies(plan, state.params)
+    params = copies.init_copies(plan, state.params)
     return state.replace(params=params, opt_state=tx.init(params))
 
   rng = jax.random.key(0, impl="unsafe_rbg")  # rbg keys: 3x faster to compile than threefry
@@ -178,13 +184,13 @@ def test_frozen_copy_zero_param_grad_nonzero_input_grad():
 def test_plan_shapes_published_splits():
   """Terms, EMA pairs and leap lists of the published ResNet-32 configs, built without init."""
   from configs import cifar
-  from jax_local import methods, splits
+  from jax_local import experiment, splits
   from jax_local.models import build_backbone
   plans = {}
   for plugin in ("hpff", "mlaan", "man"):
     c = cifar.get_cifar_config("cifar10", 32, 16, "dgl", plugin)
     split = splits.get_split(c.split.preset, 32)
-    plans[plugin] = methods.build_plan(c.method, build_backbone(c.model, 10), split, 10)
+    plans[plugin] = experiment.build_plan(c.method, build_backbone(c.model, 10), split, 10)
     assert plans[plugin].num_modules == 15
   assert len(plans["hpff"].terms) == 2 * 13 + 2 and not plans["hpff"].ema_pairs
   mlaan, man = plans["mlaan"], plans["man"]
@@ -204,6 +210,6 @@ def test_published_leap_lists_build(depth, preset, lam_terms):
   c = cifar.get_cifar_config("cifar10", depth, 16 if depth == 32 else 55, "greedy", "mlaan")
   c.split.preset = preset
   split = splits.get_split(preset, depth)
-  plan = methods.build_plan(c.method, build_backbone(c.model, 10), split, 10)
+  plan = experiment.build_plan(c.method, build_backbone(c.model, 10), split, 10)
   assert len(plan.ema_pairs) == lam_terms == plan.num_modules - 3
   assert plan.heads[f"cas{plan.num_modules - 2}"].layers[-1].make().features == 64

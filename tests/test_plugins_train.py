@@ -1,5 +1,5 @@
 """A few real training steps on Fashion-MNIST lower the loss for every base × plugin pair that
-composes (jax_local.plugins.COMPOSES) and for AugLocal.
+composes (`Plugin.composes` of jax_local.plugins) and for AugLocal.
 
 Tiny on purpose: ResNet-8 cut into 3 modules (stem..1.0 / 2.0 / 3.0+fc; MLM with k=2 so that a
 LAM term exists), 32 real training images at 28x28 (stage-3 maps are 7x7, so patched heads run
@@ -9,15 +9,15 @@ optimisations; the plan's total loss (computed before each update) must drop.
 import numpy as np
 import pytest
 
-from jax_local import plugins
+from jax_local import methods, plugins
 from jax_local.data import fashion_mnist_local
 from tests.test_plugins_ema import _constant_lr
 from tests.test_plugins_routing import build, fast, plugin_config
 from jax_local import optim
 from jax_local.engine import fused
 
-PAIRS = [(b, p) for p in ("hpff", "mlaan", "man") for b in plugins.COMPOSES[p]] + [
-    ("auglocal", "none")]
+PAIRS = [(b, p) for p in ("hpff", "mlaan", "man") for b in methods.REGISTRY.names()
+         if plugins.REGISTRY.get(p).composes(methods.REGISTRY.get(b))] + [("auglocal", "none")]
 MEAN, STD = (0.286,), (0.353,)
 
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from configs import cifar
-from jax_local import config_validation, methods, plugins, published
+from jax_local import config_validation, experiment, plugins, published
 from jax_local.models import build_backbone
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,12 +49,13 @@ def test_every_row_builds_its_plan_with_the_published_module_count():
   config_module = _load("configs/published.py")
   for r in ROWS:
     config = config_module.get_config(r.name)
-    split = config_validation.validate_config(config)
+    config_validation.validate_config(config)
+    split = experiment.split_of(config)
     assert (config.data.name, config.split.preset) == (r.dataset, r.split), r.name
     assert (config.method.name, plugins.plugin_name(config.method)) == (r.method, r.plugin)
     assert published.net_name(config.model.arch, config.model.depth) == r.net, r.name
     backbone = build_backbone(config.model, config.data.num_classes)
-    plan = methods.build_plan(config.method, backbone, split, config.data.num_classes)
+    plan = experiment.build_plan(config.method, backbone, split, config.data.num_classes)
     assert plan.num_modules == r.modules, r.name
     assert split.paper_k == r.k or r.method == "bp", r.name
     assert config.executor == ("fused" if r.method == "bp" else "sequential"), r.name

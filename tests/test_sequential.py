@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jax_local import ema, heads, methods, optim, part_optimizer, splits
+from configs import common
+from jax_local import ema, experiment, heads, optim, part_optimizer, splits
 from jax_local.engine import fused, sequential
 from jax_local.heads.common import ce_and_metrics
 from jax_local.models import build_backbone
@@ -73,7 +74,7 @@ def _check_equivalent(plan, tx, state, config, split="auto"):
 def test_bases_match_fused(method):
   config = helpers.tiny_config(method, preset="blocks_stem" if method == "auglocal" else
                                "uniform_k3")
-  config.method.auglocal.aux_depth = 1   # aux nets copy one later block
+  common.set_selected(config.method, auglocal=dict(aux_depth=1))  # aux nets copy one later block
   plan, tx, state = helpers.tiny_plan_and_state(config)
   seq = _check_equivalent(plan, tx, state, config)
   assert len(seq.units) == plan.num_modules
@@ -154,7 +155,7 @@ def test_identical_modules_share_one_program():
   """ResNet-32 cut into one-block modules: one program per distinct (structure, shape)."""
   config = helpers.tiny_config("dgl", depth=32, preset="blocks")
   backbone = build_backbone(config.model, 4)
-  plan = methods.build_plan(config.method, backbone, splits.get_split("blocks", 32), 4)
+  plan = experiment.build_plan(config.method, backbone, splits.get_split("blocks", 32), 4)
   units = sequential.build_units(plan)
   assert len(units) == plan.num_modules
   # stem, s1 block, s2b0 (stride 2), s2 block, s3b0, s3 block, last (+fc)
@@ -166,7 +167,7 @@ def test_infopro_lambdas_are_arguments_not_programs():
   still share one program (as many as DGL's, see above)."""
   config = helpers.tiny_config("infopro", depth=32, preset="blocks")
   backbone = build_backbone(config.model, 4)
-  plan = methods.build_plan(config.method, backbone, splits.get_split("blocks", 32), 4)
+  plan = experiment.build_plan(config.method, backbone, splits.get_split("blocks", 32), 4)
   units = sequential.build_units(plan)
   assert len({u.joint for u in units}) == 7
   lambdas = {u.head_coefficients for u in units[:-1]}

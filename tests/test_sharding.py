@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 
-from jax_local import config_validation, engine, methods, optim, parallel, part_optimizer, splits
+from jax_local import config_validation, engine, experiment, optim, parallel, part_optimizer, splits
 from jax_local.engine import forward, fused
 from jax_local.models import build_backbone, layers
 from jax_local.train_state import init_state
@@ -36,7 +36,7 @@ def _setup(method="dgl"):
   """(config, plan, tx, schedule, state, numpy batch of N); shared: callers copy the state."""
   config = helpers.tiny_config(method, depth=8, preset="uniform_k3")
   backbone = build_backbone(config.model, config.data.num_classes)
-  plan = methods.build_plan(config.method, backbone, splits.get_split("uniform_k3", 8),
+  plan = experiment.build_plan(config.method, backbone, splits.get_split("uniform_k3", 8),
                             config.data.num_classes)
   tx = part_optimizer.PartOptimizer(optim.make_optimizer(config.optim, config.num_epochs, 10))
   state = jax.jit(lambda r: init_state(plan, tx, r, helpers.IMAGE_SHAPE))(jax.random.PRNGKey(0))

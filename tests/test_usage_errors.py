@@ -26,7 +26,7 @@ QUICKSTART = f"--config={ROOT}/configs/fashion_mnist_quickstart.py"
     ("optim.lr", None),
 ])
 def test_unknown_field_names_what_was_meant(path, message):
-  got = usage_errors.unknown_field_message(fashion_mnist_quickstart.get_config(), path)
+  got = usage_errors.unknown_field_message(fashion_mnist_quickstart.get_config("dgl,hpff"), path)
   assert got == message if message is None or not message.endswith(",") else \
       got.startswith(message), got
 
@@ -47,6 +47,12 @@ def test_user_errors_print_one_line_exit_2_and_leave_nothing(tmp_path):
                           f"--workdir={tmp_path / 'unknown_method'}"],
                          "launch.py: error: config.method.name='backprop' is not valid; choose "
                          "one of: bp, greedy, dgl, infopro, predsim, auglocal"),
+      "unselected_option": ([sys.executable, "launch.py", QUICKSTART,
+                             "--config.method.man.ema_decay=0.9",
+                             f"--workdir={tmp_path / 'unselected_option'}"],
+                            "launch.py: error: --config.method.man.ema_decay: config.method has "
+                            "no field 'man': it is an option of plug-in 'man', and this config "
+                            "runs method.name='dgl' with method.plugin='none'"),
       "unwritable": ([sys.executable, "launch.py", QUICKSTART,
                       f"--workdir={tmp_path / 'file' / 'run'}"],
                      f"launch.py: error: the workdir {tmp_path / 'file' / 'run'} is not writable"),

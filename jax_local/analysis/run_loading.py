@@ -1,10 +1,10 @@
 """Restore a trained run from its workdir and compute its per-module outputs.
 
-    run = load_run("runs/fm_dgl")            # config.json -> ConfigDict -> train.build -> restore
+    run = load_run("runs/fm_dgl")            # config.json -> ConfigDict -> experiment.build -> restore
     feats = module_features(run, images)     # one array per module, eval mode
 
 The config is the run's own `config.json`; the plan, optimizer and state template come from
-`train.build` and `init_state`, exactly as in training, and the newest readable checkpoint is
+`experiment.build` and `init_state`, exactly as in training, and the newest readable checkpoint is
 restored into them. Checkpoints are opened read-only (no temporary-directory clean-up, no
 quarantine), so a run that is still training can be analysed without disturbing it.
 
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jax_local import checkpointing, config_validation
+from jax_local import checkpointing, experiment
 from jax_local.analysis.run_records import RunError, method_label, read_config
 from jax_local.engine import forward
 from jax_local.plan import Plan, modules_from_ranges
@@ -75,8 +75,7 @@ def analysis_modules(plan: Plan, config) -> tuple[tuple[str, ...], ...]:
   """Block names of the modules to analyse (see the module docstring for BP)."""
   if plan.num_modules > 1:
     return plan.modules
-  split = config_validation.validate_config(config)
-  return modules_from_ranges(plan.backbone, split.module_ranges)
+  return modules_from_ranges(plan.backbone, experiment.split_of(config).module_ranges)
 
 
 def _feature_plan(plan: Plan, modules) -> tuple[Plan, tuple[str, ...], tuple[str, ...]]:
@@ -157,13 +156,13 @@ def restore_state(workdir: str, template, step: int | None = None):
 
 def load_run(workdir: str, data_dir: str | None = None) -> LoadedRun:
   """Rebuilds a run's plan from its config.json and restores its newest checkpoint."""
-  from jax_local import train
   from jax_local.train_state import init_state
   workdir = os.path.abspath(workdir)
   config = read_config(workdir)
   checkpoint_dir(workdir)  # fails before the data are loaded
   dataset = load_dataset(config, data_dir)
-  plan, tx, _, _ = train.build(config, dataset)
+  exp = experiment.build(config, dataset)
+  plan, tx = exp.plan, exp.tx
   template = jax.eval_shape(
       lambda: init_state(plan, tx, jax.random.PRNGKey(config.seed), dataset.image_shape))
   state, step = restore_state(workdir, template)

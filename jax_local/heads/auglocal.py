@@ -11,7 +11,7 @@ from jax_local.models.layers import BatchNorm, Dense, global_avg_pool
 class AugLocalHead(nn.Module):
   """h [N,H,W,C] → BasicBlock(w_1, s_1) → … → BasicBlock(w_d, s_d) → GAP → [BN1d] → Linear → CE.
 
-  blocks: ((width, stride), …) from `jax_local.auglocal.aux_nets` (new parameters, no copy, no
+  blocks: ((width, stride), …) from `jax_local.methods.auglocal.aux_nets` (new parameters, no copy, no
   EMA; projection shortcut where stride ≠ 1 or the width changes). bn_head: BatchNorm1d before the
   Linear (the reference does it when the aux depth d_l ≤ 1). Metrics: loss, ce, accuracy.
   """

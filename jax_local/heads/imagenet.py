@@ -19,9 +19,7 @@
   image (`HPFF Exp on Imagenet/networks/resnetInfoPro_HPFF.py:268-283`), i.e. 4·BCE for even sizes.
 - `MlaanIAN`: MLAAN's ImageNet independent head (`MLAAN ImageNet/networks/auxnet34.py:11-49`):
   C <= 128: conv1x1 C->2C, BN, ReLU -> conv1x1 2C->C, BN, ReLU -> GAP -> FC; otherwise GAP -> FC.
-`infopro_head` picks the family named by `config.method.infopro.head_family`:
-"cifar" (§4.1-4.2, `heads.infopro.InfoProHead`), "imagenet_infopro" (InfoPro / MAN ImageNet) or
-"imagenet_hpff" (HPFF ImageNet: hpff decoders, quadrant BCE).
+`jax_local.methods.infopro` picks between these and the CIFAR heads (`method.infopro.head_family`).
 """
 from __future__ import annotations
 
@@ -31,11 +29,9 @@ import jax.numpy as jnp
 from jax_local import losses
 from jax_local.heads.coefficients import is_active
 from jax_local.heads.common import ce_and_metrics
-from jax_local.heads.infopro import InfoProHead
 from jax_local.models.layers import (BatchNorm, Conv, Dense, global_avg_pool,
                                      resize_align_corners)
 
-HEAD_FAMILIES = ("cifar", "imagenet_infopro", "imagenet_hpff")
 # (image size / resize target, kernel, width) per conv after the first 1x1 -> 128; None: no resize.
 DECODER_PLANS = {
     ("infopro", 8): ((4, 3, 32), (2, 3, 12), (1, 3, 3)),
@@ -159,39 +155,3 @@ class MlaanIAN(nn.Module):
       for width in (2 * c, c):
         x = nn.relu(BatchNorm(use_running_average=not train)(Conv(width, 1, padding=0)(x)))
     return ce_and_metrics(Dense(self.num_classes)(global_avg_pool(x)), batch["label"])
-
-
-def head_family(infopro_config) -> str:
-  """`method.infopro.head_family` ("cifar" when absent); raises ValueError if unknown."""
-  family = getattr(infopro_config, "head_family", "cifar") or "cifar"
-  if family not in HEAD_FAMILIES:
-    raise ValueError(f"config.method.infopro.head_family={family!r} is unknown; valid: "
-                     f"{', '.join(HEAD_FAMILIES)}")
-  return family
-
-
-def torch_bce(infopro_config) -> bool:
-  """Whether `method.infopro.decoder_bce` asks for PyTorch's BCE (`losses.bce_with_logits`);
-  raises ValueError if the value is unknown."""
-  kind = getattr(infopro_config, "decoder_bce", "exact") or "exact"
-  if kind not in losses.DECODER_BCE:
-    raise ValueError(f"config.method.infopro.decoder_bce={kind!r} is unknown; valid: "
-                     f"{', '.join(losses.DECODER_BCE)}")
-  return kind == "torch"
-
-
-def infopro_head(infopro_config, num_classes: int, lam_rec: float, lam_cls: float) -> nn.Module:
-  """The InfoPro local head at weights (λ_rec, λ_cls) of the family of `config.method.infopro`."""
-  ip, family = infopro_config, head_family(infopro_config)
-  if family == "cifar":
-    return InfoProHead(lambda_rec=lam_rec, lambda_cls=lam_cls, classifier=ip.classifier,
-                       loss_mode=ip.loss_mode, num_classes=num_classes,
-                       feature_dim=ip.feature_dim, temperature=ip.temperature,
-                       bce_torch_clamp=torch_bce(ip))
-  if ip.loss_mode != "cross_entropy":
-    raise ValueError(f"config.method.infopro.head_family={family!r} trains with softmax CE only; "
-                     "set method.infopro.loss_mode='cross_entropy'")
-  hpff = family == "imagenet_hpff"
-  return ImageNetInfoProHead(lambda_rec=lam_rec, lambda_cls=lam_cls, num_classes=num_classes,
-                             decoder_variant="hpff" if hpff else "infopro", quadrant_bce=hpff,
-                             bce_torch_clamp=torch_bce(ip))

@@ -5,7 +5,8 @@ the structure of the source block's parameters, and its BatchNorm running statis
 `batch_stats["heads"][head][name]` (its own, never averaged: §8.2 "EMA rule"). A frozen (EMA) copy
 enters the forward pass as `block(stop_gradient(θ_copy))(x)`: its parameters get exactly zero
 gradient while the gradient still flows through the branch into `x` and the backbone (docs/design.md §4).
-The EMA rule itself is `jax_local.ema` (declared per copy as an `EmaPair`).
+The EMA rule itself is `jax_local.ema` (declared per copy as an `EmaPair`). `init_copies` starts
+the copies declared `copy_of_target` as their source block.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from jax_local.models.backbone import apply_with_stats
 
@@ -62,3 +64,22 @@ def apply_copy(mdl: nn.Module, name: str, spec: BlockSpec, x, train: bool, froze
   if train and not mdl.is_initializing() and mdl.is_mutable_collection("batch_stats"):
     stats.value = new_stats
   return y
+
+
+def init_copies(plan, params):
+  """Returns params with every copy a head declares in `copy_sources` (param name, source block)
+  replaced by the source block's current (initial) parameters (`copy_init = copy_of_target`)."""
+  heads = dict(params["heads"])
+  for head_name, head in plan.heads.items():
+    sources = getattr(head, "copy_sources", ())
+    if not sources:
+      continue
+    hp = dict(heads[head_name])
+    for copy, source in sources:
+      src = params["backbone"][source]
+      if jax.tree.structure(src) != jax.tree.structure(hp[copy]) or any(
+          a.shape != b.shape for a, b in zip(jax.tree.leaves(src), jax.tree.leaves(hp[copy]))):
+        raise ValueError(f"head {head_name}: copy {copy!r} does not match block {source!r}")
+      hp[copy] = jax.tree.map(jnp.copy, src)   # own buffers: a state is donated leaf by leaf
+    heads[head_name] = hp
+  return {**params, "heads": heads}

@@ -11,17 +11,38 @@ independent-only term (as the reference: their IAN would be unused); they and th
 module 0 in convention B) learn through the cascades only. `final_x_loss = "dropped"` (quirk Q8,
 MLAAN CIFAR code) keeps only final_y, with weight 1. Terms of weight 0 (w_ind = 0: HPFF's
 cascade-only ImageNet code) and their heads are not built (unused heads must not exist, §1.6.4).
+A cascade section of the config (HPFF's `method.hilo`, MLAAN's `method.mlm`) holds k, w_ind,
+w_cas, final_x_loss and the λ schedule of the terms' heads (`plugins.schedules`).
 """
 from __future__ import annotations
 
 from typing import Callable
 
 import flax.linen as nn
+import ml_collections
 
-from jax_local.plan import LossTerm, Plan
+from jax_local import config_errors
+from jax_local.plan import FINAL_HEAD, LossTerm, Plan
+from jax_local.plugins import schedules
 
-FINAL_HEAD = "final"
 FINAL_X_LOSS = ("weighted", "dropped")
+
+
+def section(k: int, lambda_schedule: str, final_x_loss: str) -> ml_collections.ConfigDict:
+  """A cascade section with the reference's loss weights (w_ind, w_cas) = (0.001, 0.999)."""
+  return ml_collections.ConfigDict({"k": k, "w_ind": 0.001, "w_cas": 0.999,
+                                    "lambda_schedule": lambda_schedule,
+                                    "final_x_loss": final_x_loss})
+
+
+def validate(name: str, c, split) -> None:
+  """Checks the cascade section `config.method.<name>` against the split's module count."""
+  config_errors.integer(f"method.{name}.k", c.k, 2, split.num_modules,
+                        f" (the number of modules of split {split.name!r})")
+  config_errors.unit(f"method.{name}.w_ind", c.w_ind)
+  config_errors.unit(f"method.{name}.w_cas", c.w_cas)
+  config_errors.choice(f"method.{name}.lambda_schedule", c.lambda_schedule, schedules.KINDS)
+  config_errors.choice(f"method.{name}.final_x_loss", c.final_x_loss, FINAL_X_LOSS)
 
 
 def hilo_heads_and_terms(plan: Plan, k: int, w_ind: float, w_cas: float,
@@ -29,10 +50,6 @@ def hilo_heads_and_terms(plan: Plan, k: int, w_ind: float, w_cas: float,
                          final_x_loss: str = "weighted"):
   """(heads, terms) of the cascaded plan; ian(j) / can(j) build the heads of the terms at j."""
   L = plan.num_modules
-  if not 2 <= k <= L:
-    raise ValueError(f"cascade window k={k} needs 2 <= k <= number of modules ({L})")
-  if final_x_loss not in FINAL_X_LOSS:
-    raise ValueError(f"final_x_loss={final_x_loss!r} is unknown; valid: {', '.join(FINAL_X_LOSS)}")
   heads, terms = {}, []
   for j in range(k - 1, L - 1):
     if w_ind:

@@ -1,8 +1,8 @@
-"""λ schedules of InfoPro-based plugin terms (docs/methods.md §5.1-§5.2; quirks Q5, Q6).
+"""λ schedules of plug-in terms (docs/methods.md §5.1-§5.2; quirks Q5, Q6).
 
-A plugin term whose head reads the output of module j (0-based) gets the InfoPro weights
-    λ_rec = ixx_1·(1−r) + ixx_2·r,   λ_cls = ixy_1·(1−r) + ixy_2·r
-with r from `kind`:
+A plug-in term whose head reads the output of module j (0-based) gets the ratio r of `kind`; the
+base turns it into its head's weights (`registry.Method.lambdas`; InfoPro's
+λ_rec = ixx_1·(1−r) + ixx_2·r, λ_cls = ixy_1·(1−r) + ixy_2·r, the other bases CE alone):
 - infopro_module: r = j/(L−2), the base InfoPro rule (§5.1); L = modules actually built.
 - hpff_kcli (Q5, HPFF code): r = j/(K_cli−2), K_cli the paper's K (16/55 for L = 15/54), so r
   never reaches 1.
@@ -47,13 +47,7 @@ def ratio(kind: str, j: int, num_modules: int, paper_k: int, next_block: str | N
   raise ValueError(f"unknown lambda schedule {kind!r}; valid: {', '.join(KINDS)}")
 
 
-def lambdas(infopro_config, r: float) -> tuple[float, float]:
-  """(λ_rec, λ_cls) at ratio r from config.method.infopro (ixx_1, ixy_1, ixx_2, ixy_2)."""
-  ip = infopro_config
-  return ip.ixx_1 * (1 - r) + ip.ixx_2 * r, ip.ixy_1 * (1 - r) + ip.ixy_2 * r
-
-
-def module_lambdas(kind: str, infopro_config, plan, j: int, paper_k: int):
-  """(λ_rec, λ_cls) of a term reading module j of `plan` under schedule `kind`."""
+def module_ratio(kind: str, plan, j: int, paper_k: int) -> float:
+  """r of a term reading module j of `plan` under schedule `kind`."""
   nxt = plan.modules[j + 1][0] if j + 1 < plan.num_modules else None
-  return lambdas(infopro_config, ratio(kind, j, plan.num_modules, paper_k, nxt))
+  return ratio(kind, j, plan.num_modules, paper_k, nxt)

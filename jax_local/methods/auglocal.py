@@ -1,4 +1,4 @@
-"""AugLocal: auxiliary nets that mimic uniformly selected later layers (docs/methods.md §6.3; quirk Q3).
+"""auglocal: auxiliary nets that mimic uniformly selected later layers (docs/methods.md §6.3; quirk Q3).
 
 Layers are the split's modules: layer l has output width net_dim[l], n = number of layers (the
 AugLocal CIFAR splits are one block per layer: ResNet-32 n = 16, ResNet-110 n = 55).
@@ -13,17 +13,42 @@ AugLocal CIFAR splits are one block per layer: ResNet-32 n = 16, ResNet-110 n = 
   a leftover halving carries on, or is lost after the last pick).
 - Head: fresh BasicBlocks (width net_dim[j], those strides) → GAP → [BN1d if d_l ≤ 1] → Linear;
   CE with weight 1 (`heads.auglocal.AugLocalHead`).
+Section `method.auglocal`: aux_depth (d), pyramid, pyramid_coeff (c), subtract_depth_from_k.
+It takes no plug-in: its aux nets already mimic later layers, and no paper defines the pair.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 
+import ml_collections
 import numpy as np
 
+from jax_local import config_errors
+from jax_local.config_errors import ConfigError
 from jax_local.heads.auglocal import AugLocalHead
 from jax_local.heads.common import LogitsCE
-from jax_local.plan import LossTerm, Plan, modules_from_ranges
+from jax_local.plan import FINAL_HEAD, LossTerm, Plan, modules_from_ranges
+from jax_local.registry import Method
+
+
+def defaults():
+  # the README settings are d=2 (ResNet-32), d=3 (ResNet-110)
+  return {"auglocal": ml_collections.ConfigDict({
+      "aux_depth": 2, "pyramid": True, "pyramid_coeff": 0.5,
+      "subtract_depth_from_k": True,   # quirk Q3 (CIFAR code): K_eff = K - d
+  })}
+
+
+def validate(mc, split) -> None:
+  al = mc.auglocal
+  config_errors.integer("method.auglocal.aux_depth", al.aux_depth, 1)
+  config_errors.unit("method.auglocal.pyramid_coeff", al.pyramid_coeff)
+  if al.subtract_depth_from_k and split.num_modules - al.aux_depth < 2:
+    raise ConfigError(
+        f"config.method.auglocal.aux_depth={al.aux_depth} with subtract_depth_from_k=True leaves "
+        f"K_eff = {split.num_modules} - {al.aux_depth} < 2 modules on split "
+        f"{split.name!r}; lower aux_depth or set subtract_depth_from_k=False")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,9 +104,9 @@ def aux_nets(net_dim, d: int, pyramid: bool, coeff: float, subtract_depth_from_k
   return k_eff, nets
 
 
-def build_auglocal_plan(method_config, backbone, split, num_classes: int) -> Plan:
+def plan(mc, backbone, split, num_classes: int) -> Plan:
   """AugLocal's plan: one term per aux net (weight 1), then the merged final module (CE on fc)."""
-  al = method_config.auglocal
+  al = mc.auglocal
   ranges = split.module_ranges
   names = backbone.block_names
   net_dim = [backbone.module(names[b]).features for _, b in ranges]
@@ -94,9 +119,13 @@ def build_auglocal_plan(method_config, backbone, split, num_classes: int) -> Pla
     blocks = tuple((net_dim[j], s) for j, s in zip(net.picks, net.strides))
     heads[f"m{net.layer}"] = AugLocalHead(blocks, net.depth <= 1, num_classes)
     terms.append(LossTerm(f"m{net.layer}", net.layer, net.layer, f"m{net.layer}", 1.0))
-  heads["final"] = LogitsCE()
-  terms.append(LossTerm("final", len(modules) - 1, len(modules) - 1, "final", 1.0))
+  heads[FINAL_HEAD] = LogitsCE()
+  terms.append(LossTerm(FINAL_HEAD, len(modules) - 1, len(modules) - 1, FINAL_HEAD, 1.0))
   desc = (f"auglocal: {split.describe()}; d={al.aux_depth}, pyramid={al.pyramid}, "
           f"K_eff={k_eff} -> {len(modules)} modules "
           f"(the last merges {len(net_dim) - k_eff + 1} layers)")
   return Plan(backbone, modules, heads, tuple(terms), description=desc)
+
+
+SPEC = Method("auglocal", plan, defaults, validate,
+              no_plugin="auglocal's aux nets already mimic later layers")

@@ -1,4 +1,4 @@
-"""MAN / MAN++: momentum auxiliary network (docs/methods.md §9.1, §9.3; quirks Q6, Q14, Q18).
+"""man: MAN / MAN++, the momentum auxiliary network (docs/methods.md §9.1, §9.3; quirks Q6, Q14, Q18).
 
 For every module i < L−1, with B the first block of module i+1 (the "next block"):
   man:   y = LB_i(h) + EMA_i(h)                    (bias_form "parallel_block", the code)
@@ -14,6 +14,8 @@ The term keeps the base's weight 1; the final term is unchanged.
 own gradient-isolated module 0 with a MAN++ head on copies of block 1.0 (its own s), at the
 InfoPro λ of ratio 0 and, for InfoPro, the code's stem classifier (1c2f, SupCon). Every other
 module keeps its blocks, head and λ; the plan then has one module more than the split.
+Section `method.man`: variant, ema_decay (m), copy_init, bias_form, lambda_schedule
+(`plugins.schedules`, quirk Q6), stem_module. Composes with every base that has a local head.
 """
 from __future__ import annotations
 
@@ -22,17 +24,49 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
+from jax_local import config_errors
+from jax_local.config_errors import ConfigError
 from jax_local.ema import EmaPair
-from jax_local.heads import imagenet as imagenet_heads
 from jax_local.heads.infopro import InfoProHead
+from jax_local.methods import infopro
 from jax_local.plan import LossTerm, Plan
-from jax_local.plugins import base_heads, schedules
+from jax_local.plugins import schedules
 from jax_local.plugins.copies import BlockSpec, apply_copy
+from jax_local.registry import Plugin
 
 VARIANTS = ("man", "manpp")
 BIAS_FORMS = ("parallel_block", "param_offset")
 COPY_INITS = ("independent", "copy_of_target")
+STEM_HEAD = "stem"
+
+
+def defaults():
+  return {"man": ml_collections.ConfigDict({
+      "variant": "man",                 # man | manpp
+      "ema_decay": 0.995,               # quirk Q18: the README value
+      "copy_init": "independent",       # quirk Q14 (MAN code) | copy_of_target
+      "bias_form": "parallel_block",    # | param_offset
+      "lambda_schedule": "man_stage",   # quirk Q6
+      "stem_module": False,             # MAN++ only: the stem as its own module
+  })}
+
+
+def validate(mc, split, base) -> None:
+  del split, base
+  man = mc.man
+  config_errors.choice("method.man.variant", man.variant, VARIANTS)
+  config_errors.choice("method.man.bias_form", man.bias_form, BIAS_FORMS)
+  config_errors.choice("method.man.copy_init", man.copy_init, COPY_INITS)
+  config_errors.choice("method.man.lambda_schedule", man.lambda_schedule, schedules.KINDS)
+  config_errors.unit("method.man.ema_decay", man.ema_decay)
+  if man.variant == "manpp" and man.bias_form != "parallel_block":
+    raise ConfigError("config.method.man.variant='manpp' needs man.bias_form='parallel_block' "
+                      "(s scales the LB block against the EMA block)")
+  if man.get("stem_module", False) and man.variant != "manpp":
+    raise ConfigError("config.method.man.stem_module=True is MAN++'s extra stem module: it needs "
+                      "man.variant='manpp'")
 
 
 def _momentum_branch(mdl: nn.Module, block: BlockSpec, variant: str, bias_form: str, h,
@@ -86,20 +120,10 @@ class MomentumHead(nn.Module):
     return self.inner(y, batch, train)
 
 
-def apply_man(mc, plan: Plan, split, num_classes: int) -> Plan:
+def rewrite(mc, plan: Plan, split, num_classes: int, base) -> Plan:
   """Replaces every local term m_i (i < L−1) by the MAN head of module i (config.method.man)."""
   man = mc.man
-  for field, value, valid in (("man.variant", man.variant, VARIANTS),
-                              ("man.bias_form", man.bias_form, BIAS_FORMS),
-                              ("man.copy_init", man.copy_init, COPY_INITS)):
-    if value not in valid:
-      raise ValueError(f"method.{field}={value!r} is unknown; valid: {', '.join(valid)}")
-  if man.variant == "manpp" and man.bias_form != "parallel_block":
-    raise ValueError("method.man.variant='manpp' needs man.bias_form='parallel_block'")
   stem_module = bool(man.get("stem_module", False))
-  if stem_module and man.variant != "manpp":
-    raise ValueError("method.man.stem_module=True is MAN++'s extra stem module: it needs "
-                     "man.variant='manpp'")
   base_plan, shift = plan, int(stem_module)
   if stem_module:
     plan = _split_off_stem(plan)
@@ -113,7 +137,7 @@ def apply_man(mc, plan: Plan, split, num_classes: int) -> Plan:
 
   heads, terms, pairs = dict(plan.heads), [], []
   if stem_module:
-    heads[STEM_HEAD], nxt = man_head(0, _stem_tail(mc, num_classes))
+    heads[STEM_HEAD], nxt = man_head(0, _stem_tail(mc, num_classes, base))
     pairs.append(EmaPair(STEM_HEAD, ("ema",), nxt, man.ema_decay))
     terms.append(LossTerm(STEM_HEAD, 0, 0, STEM_HEAD, 1.0))
   for term in plan.terms:
@@ -121,18 +145,14 @@ def apply_man(mc, plan: Plan, split, num_classes: int) -> Plan:
     if term.head == "final" or i == plan.num_modules - 1:
       terms.append(term)
       continue
-    lam = schedules.module_lambdas(man.lambda_schedule, mc.infopro, base_plan, i - shift,
-                                   split.paper_k)
-    heads[term.head], nxt = man_head(i, base_heads.tail(mc, num_classes, lam))
+    r = schedules.module_ratio(man.lambda_schedule, base_plan, i - shift, split.paper_k)
+    heads[term.head], nxt = man_head(i, base.head(mc, num_classes, base.lambdas(mc, r)))
     pairs.append(EmaPair(term.head, ("ema",), nxt, man.ema_decay))
     terms.append(LossTerm(term.name, i, i, term.head, term.weight))
   desc = (f"{base_plan.description} + {man.variant.upper()} (m={man.ema_decay}, "
           f"copy_init={man.copy_init}{', stem module' if stem_module else ''})")
   return dataclasses.replace(plan, heads=heads, terms=tuple(terms), description=desc,
                              ema_pairs=plan.ema_pairs + tuple(pairs))
-
-
-STEM_HEAD = "stem"
 
 
 def _split_off_stem(plan: Plan) -> Plan:
@@ -146,16 +166,19 @@ def _split_off_stem(plan: Plan) -> Plan:
   return dataclasses.replace(plan, modules=modules, terms=terms)
 
 
-def _stem_tail(mc, num_classes: int) -> nn.Module:
+def _stem_tail(mc, num_classes: int, base) -> nn.Module:
   """The head after the stem's MAN++ branch: InfoPro's decoder + 1c2f classifier with SupCon at
   ratio 0 (MAN++ CIFAR code), other bases their own head."""
-  if mc.name != "infopro":
-    return base_heads.tail(mc, num_classes)
-  ip = mc.infopro
-  if imagenet_heads.head_family(ip) != "cifar":
+  if base.name != "infopro":
+    return base.head(mc, num_classes)
+  if not base.has_decoder(mc):
     raise ValueError("method.man.stem_module=True exists for the CIFAR heads only "
                      "(MAN++ has no ImageNet code)")
-  lam_rec, lam_cls = schedules.lambdas(ip, 0.0)
+  ip = mc.infopro
+  lam_rec, lam_cls = base.lambdas(mc, 0.0)
   return InfoProHead(lam_rec, lam_cls, classifier="1c2f", loss_mode="contrast",
                      num_classes=num_classes, feature_dim=ip.feature_dim,
-                     temperature=ip.temperature, bce_torch_clamp=imagenet_heads.torch_bce(ip))
+                     temperature=ip.temperature, bce_torch_clamp=infopro.torch_bce(ip))
+
+
+SPEC = Plugin("man", rewrite, defaults, validate)

@@ -1,4 +1,4 @@
-"""MLAAN: multilaminar cascades (MLM) + Leap Augmented Modules (LAM) (docs/methods.md §8.1-§8.2).
+"""mlaan: MLAAN, multilaminar cascades (MLM) + Leap Augmented Modules (LAM) (docs/methods.md §8.1-§8.2).
 
 LAM of the cascade term ending at module j takes the leap list B_j = [b_0, b_1, …] of later
 backbone blocks and runs, on the cascade output z (§8.2 code):
@@ -9,23 +9,28 @@ EMA_ℓ are frozen copies updated after each step as EMA_ℓ ← r·EMA_ℓ + (1
 `lam.ema_update = "last_only"` (quirk Q7, CIFAR code) updates only the copies of the last LAM; the
 others keep their initial values (their EmaPair has decay 1). `lam.copy_init`: copy_of_target
 (CIFAR code: copies start equal to the real block's initial parameters, set by
-`jax_local.plugins.init_copies` after initialisation) or independent (ImageNet code, Q14).
+`plugins.copies.init_copies` after initialisation) or independent (ImageNet code, Q14).
 Leap lists: the published ones (CIFAR ResNet-32 keys 8/15, ResNet-110 keys 32/54; ImageNet
 ResNet-34/101/152 keys 16/33/50), used when the split has exactly those modules, otherwise the
 generic rule `generic_leap_list`.
+Sections `method.mlm` (the cascades, `plugins.hilo`) and `method.lam` (ema_decay r, ema_update,
+ema_at, copy_init, leap_lists). Composes with every base that has a local head.
 """
 from __future__ import annotations
 
 import dataclasses
 
 import flax.linen as nn
+import ml_collections
 
-from jax_local import splits
+from jax_local import config_errors, splits
+from jax_local.config_errors import ConfigError
 from jax_local.ema import EmaPair
 from jax_local.models.backbone import residual_position
 from jax_local.plan import Plan
-from jax_local.plugins import base_heads, hilo, schedules
+from jax_local.plugins import hilo, schedules
 from jax_local.plugins.copies import BlockSpec, apply_copy
+from jax_local.registry import Plugin
 
 LEAP_LISTS = ("auto", "published", "generic")
 UPDATES = ("all", "last_only")
@@ -63,6 +68,39 @@ _PUBLISHED = {
 PUBLISHED_PRESETS = tuple(_PUBLISHED)
 
 
+def defaults():
+  return {
+      "mlm": hilo.section(k=3,                          # paper; the CIFAR code uses 2
+                          lambda_schedule="man_stage",  # quirk Q6 (MLAAN-InfoPro code)
+                          final_x_loss="weighted"),     # quirk Q8: dropped = CIFAR code
+      "lam": ml_collections.ConfigDict({
+          "ema_decay": 0.995,
+          "ema_update": "all",                    # quirk Q7: last_only = CIFAR code
+          "ema_at": "first",                      # | all_layers
+          "copy_init": "copy_of_target",          # | independent (ImageNet code, Q14)
+          "leap_lists": "auto",                   # auto | published | generic
+      }),
+  }
+
+
+def validate(mc, split, base) -> None:
+  del base
+  hilo.validate("mlm", mc.mlm, split)
+  lam = mc.lam
+  config_errors.unit("method.lam.ema_decay", lam.ema_decay)
+  config_errors.choice("method.lam.ema_update", lam.ema_update, UPDATES)
+  config_errors.choice("method.lam.ema_at", lam.ema_at, EMA_AT)
+  config_errors.choice("method.lam.copy_init", lam.copy_init, COPY_INITS)
+  config_errors.choice("method.lam.leap_lists", lam.leap_lists, LEAP_LISTS)
+  if lam.leap_lists == "published" and published_leap_lists(split) is None:
+    raise ConfigError(f"config.method.lam.leap_lists='published' but split {split.name!r} has no "
+                      f"published MLAAN leap lists ({', '.join(PUBLISHED_PRESETS)}); "
+                      "use 'auto' or 'generic'")
+  if mc.mlm.k > split.num_modules - 1:
+    raise ConfigError(f"config.method.mlm.k={mc.mlm.k} leaves no LAM term on "
+                      f"{split.num_modules} modules (needs k <= {split.num_modules - 1})")
+
+
 def published_leap_lists(split) -> list[tuple[str, ...]] | None:
   """Leap lists (block names) per module of a published split, or None if `split` is not one
   (same block layout and modules as a preset of `_PUBLISHED`). Labels "s.b" of the tables are
@@ -96,12 +134,7 @@ def generic_leap_list(plan: Plan, j: int) -> tuple[str, ...]:
 
 def leap_lists(plan: Plan, split, mode: str) -> list[tuple[str, ...]]:
   """Leap list per module 0..L−2 (`lam.leap_lists`: auto | published | generic)."""
-  if mode not in LEAP_LISTS:
-    raise ValueError(f"method.lam.leap_lists={mode!r} is unknown; valid: {', '.join(LEAP_LISTS)}")
   published = published_leap_lists(split) if mode != "generic" else None
-  if mode == "published" and published is None:
-    raise ValueError(f"method.lam.leap_lists='published' but split {split.name!r} is not one of "
-                     f"the published MLAAN splits {sorted(_PUBLISHED)}")
   if published is not None:
     return published[:plan.num_modules - 1]
   return [generic_leap_list(plan, j) for j in range(plan.num_modules - 1)]
@@ -165,17 +198,12 @@ class LeapHead(nn.Module):
     return self.inner(_leap_layers(self, self.layers, self.ema_at, h, train), batch, train)
 
 
-def apply_mlaan(mc, plan: Plan, split, num_classes: int) -> Plan:
+def rewrite(mc, plan: Plan, split, num_classes: int, base) -> Plan:
   """MLM cascades of window mlm.k with LAM on every cascade term (config.method.mlm / .lam)."""
   mlm, lam = mc.mlm, mc.lam
-  for field, value, valid in (("lam.ema_update", lam.ema_update, UPDATES),
-                              ("lam.ema_at", lam.ema_at, EMA_AT),
-                              ("lam.copy_init", lam.copy_init, COPY_INITS)):
-    if value not in valid:
-      raise ValueError(f"method.{field}={value!r} is unknown; valid: {', '.join(valid)}")
   lists = leap_lists(plan, split, lam.leap_lists)
-  lam_of = lambda j: schedules.module_lambdas(mlm.lambda_schedule, mc.infopro, plan, j,
-                                              split.paper_k)
+  tail = lambda j: base.head(mc, num_classes, base.lambdas(
+      mc, schedules.module_ratio(mlm.lambda_schedule, plan, j, split.paper_k)))
   backbone = plan.backbone
   k = mlm.k
   last_j = plan.num_modules - 2
@@ -197,12 +225,14 @@ def apply_mlaan(mc, plan: Plan, split, num_classes: int) -> Plan:
       sources = tuple((f"aug{l}", b) for l, b in enumerate(blocks))
       sources += tuple((f"ema{l}", blocks[l]) for l in ema_layers)
     return LeapHead(tuple(BlockSpec.of(backbone.module(b)) for b in blocks),
-                    base_heads.tail(mc, num_classes, lam_of(j)), lam.ema_at, sources)
+                    tail(j), lam.ema_at, sources)
 
   heads, terms = hilo.hilo_heads_and_terms(
-      plan, k, mlm.w_ind, mlm.w_cas, lambda j: base_heads.tail(mc, num_classes, lam_of(j)), can,
-      mlm.final_x_loss)
+      plan, k, mlm.w_ind, mlm.w_cas, tail, can, mlm.final_x_loss)
   desc = (f"{plan.description} + MLAAN (MLM k={k}, LAM update={lam.ema_update}, "
           f"copy_init={lam.copy_init}, r={lam.ema_decay})")
   return dataclasses.replace(plan, heads=heads, terms=terms, description=desc,
                              ema_pairs=plan.ema_pairs + tuple(pairs))
+
+
+SPEC = Plugin("mlaan", rewrite, defaults, validate)
