@@ -174,11 +174,11 @@ class Parallel:
       return self.with_policy(fused)
 
     serial = (self.num_shards > 1 and self.mesh.devices.flat[0].platform == "cpu"
-              and hasattr(step, "drive"))
+              and hasattr(step, "run"))
 
     def sequential(state, batch):
       if serial:  # XLA:CPU only, see _call_serially
-        new_state, metrics = step.drive(state, batch, _call_serially)
+        new_state, metrics = step.run(state, batch, _call_serially)
       else:
         new_state, metrics = step(state, batch)
       if not self.is_replicated(new_state):  # not seen with jax 0.10 (tests/test_sharding.py)
@@ -200,7 +200,7 @@ class Parallel:
     return self.with_policy(jitted)
 
 
-def _call_serially(fn, live, *args):
+def _call_serially(call, fn, *args):
   """Runs one of the sequential executor's programs to completion before the next is dispatched.
 
   Only for several XLA:CPU devices (tests, emulated devices). The CPU runtime may run programs
@@ -210,7 +210,7 @@ def _call_serially(fn, live, *args):
   config, batch 8); running the programs one at a time removed it. GPUs execute each device's
   programs in launch order on its stream, so there they stay asynchronous.
   """
-  del live
+  del call
   return jax.block_until_ready(fn(*args))
 
 
