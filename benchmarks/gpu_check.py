@@ -202,7 +202,8 @@ def build_step(name, fields, variant):
   if variant == "bp":
     state = init_state(s.bp_plan, s.bp_tx, jax.random.PRNGKey(0), s.image_shape)
     step = fused.make_train_step(s.bp_plan, s.bp_tx, s.schedule, s.mean, s.std)
-    step = step.lower(state, batch).compile()
+    (lowered,) = step.lower(state, batch)
+    step = lowered.compile()
   else:
     state = init_state(s.plan, s.tx, jax.random.PRNGKey(0), s.image_shape)
     step = sequential.make_train_step(s.plan, s.tx, s.schedule, s.mean, s.std)

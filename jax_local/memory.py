@@ -193,22 +193,23 @@ def held_bytes(schedule, env, compiled: ProgramCompiler) -> list[tuple[int, dict
   return out
 
 
-def _compile_bytes(step, state, batch):
-  return program_bytes(step.lower(state, batch).compile())
-
-
 def _analyse(variant, s: Setup, batch_size) -> Row:
   t0 = time.time()
-  if variant in ("bp", "bp_remat"):
+  if variant == "bp_remat":
     state, batch = abstract_inputs(s.bp_plan, s.bp_tx, s.image_shape, batch_size)
-    make = fused.make_train_step if variant == "bp" else make_bp_remat_step
-    row = Row(variant, _compile_bytes(make(s.bp_plan, s.bp_tx, s.schedule, s.mean, s.std),
-                                      state, batch))
+    step = make_bp_remat_step(s.bp_plan, s.bp_tx, s.schedule, s.mean, s.std)
+    row = Row(variant, program_bytes(step.lower(state, batch).compile()))
+  elif variant == "bp":
+    state, batch = abstract_inputs(s.bp_plan, s.bp_tx, s.image_shape, batch_size)
+    (lowered,) = fused.make_train_step(s.bp_plan, s.bp_tx, s.schedule, s.mean,
+                                       s.std).lower(state, batch)
+    row = Row(variant, program_bytes(lowered.compile()))
   else:
     state, batch = abstract_inputs(s.plan, s.tx, s.image_shape, batch_size)
     if variant == "fused":
-      row = Row(variant, _compile_bytes(
-          fused.make_train_step(s.plan, s.tx, s.schedule, s.mean, s.std), state, batch))
+      (lowered,) = fused.make_train_step(s.plan, s.tx, s.schedule, s.mean,
+                                         s.std).lower(state, batch)
+      row = Row(variant, program_bytes(lowered.compile()))
     else:
       step = sequential.make_train_step(s.plan, s.tx, s.schedule, s.mean, s.std)
       compiled = ProgramCompiler()

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from jax_local import ema
-from jax_local.engine import forward
+from jax_local.engine import executor, forward
 from jax_local.plan import LossTerm, Plan
 
 
@@ -39,17 +39,46 @@ def plan_loss(plan: Plan, params, stats, batch, terms: Sequence[LossTerm] | None
   return total, (new_stats, metrics)
 
 
-def make_train_step(plan: Plan, tx: optax.GradientTransformation, schedule, mean, std):
+class FusedStep(executor.Executor):
+  """One jitted step: `jax.grad` of `plan_loss`, then `apply_gradients`; the state is donated."""
+
+  def __init__(self, plan: Plan, tx: optax.GradientTransformation, schedule, mean, std):
+    def train_step(state, batch):
+      batch = forward.with_image01(batch, mean, std)
+      loss_fn = functools.partial(plan_loss, plan)
+      grads, (new_stats, metrics) = jax.grad(loss_fn, has_aux=True)(
+          state.params, state.batch_stats, batch)
+      return apply_gradients(plan, tx, schedule, state, grads, new_stats, metrics)
+
+    self._step = train_step
+    self._jitted = jax.jit(train_step, donate_argnums=0)
+
+  def __call__(self, state, batch):
+    return self._jitted(state, batch)
+
+  def lower(self, state, batch) -> list[jax.stages.Lowered]:
+    return [self._jitted.lower(state, batch)]
+
+  def placed(self, placement: executor.Placement):
+    """The step jitted with in_shardings (state as placed, batch sharded) and out_shardings
+    (state as placed, metrics replicated), built for the state's structure at the first call."""
+    jitted = []
+
+    def step(state, batch):
+      if not jitted:
+        shardings = placement.state(state)
+        jitted.append(jax.jit(self._step, in_shardings=(shardings, placement.batch),
+                              out_shardings=(shardings, placement.replicated),
+                              donate_argnums=0))
+      return jitted[0](state, batch)
+
+    return step
+
+
+def make_train_step(plan: Plan, tx: optax.GradientTransformation, schedule, mean,
+                    std) -> FusedStep:
   """(state, batch) -> (state, metrics); state is a `jax_local.train_state.TrainState`."""
-
-  def train_step(state, batch):
-    batch = forward.with_image01(batch, mean, std)
-    loss_fn = functools.partial(plan_loss, plan)
-    grads, (new_stats, metrics) = jax.grad(loss_fn, has_aux=True)(
-        state.params, state.batch_stats, batch)
-    return apply_gradients(plan, tx, schedule, state, grads, new_stats, metrics)
-
-  return jax.jit(train_step, donate_argnums=0)
+  return FusedStep(plan, tx, schedule, mean, std)
 
 
 def apply_gradients(plan: Plan, tx, schedule, state, grads, new_stats, metrics):
