@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from jax_local import ema
-from jax_local.engine import executor, forward
+from jax_local.engine import executor, forward, step_end
 from jax_local.plan import LossTerm, Plan
 
 
@@ -82,15 +82,14 @@ def make_train_step(plan: Plan, tx: optax.GradientTransformation, schedule, mean
 
 
 def apply_gradients(plan: Plan, tx, schedule, state, grads, new_stats, metrics):
-  """The step after the gradient: BN statistics (the reference's number of updates), the
-  optimizer, the EMA copies (toward their sources' pre-step parameters), lr and grad_norm
-  metrics. new_stats / metrics: the aux output of `plan_loss`. Returns (new state, metrics)."""
-  new_stats = {**new_stats, "backbone": forward.repeat_bn_updates(
-      plan, state.batch_stats["backbone"], new_stats["backbone"])}
+  """The step after the gradient: the optimizer, the EMA copies (toward their sources' pre-step
+  parameters), then the end shared with the sequential executor (`step_end.finish`: BN rule,
+  step, lr and grad_norm). new_stats / metrics: the aux output of `plan_loss`. Returns (new
+  state, metrics)."""
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = ema.ema_update(plan.ema_pairs, state.params,
                           optax.apply_updates(state.params, updates))
-  metrics = {**metrics, "lr": schedule(state.step), "grad_norm": optax.global_norm(grads)}
-  new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
-                            opt_state=opt_state)
-  return new_state, metrics
+  step, stats, end = step_end.finish(plan, schedule, state.step, state.batch_stats, new_stats,
+                                     (metrics["loss"],), (step_end.sumsq(grads),))
+  new_state = state.replace(step=step, params=params, batch_stats=stats, opt_state=opt_state)
+  return new_state, {**metrics, **end}
