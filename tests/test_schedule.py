@@ -81,7 +81,8 @@ def test_cascade_windows_pull_cotangents_down_by_back_programs(split):
     assert [c.label for c in grads] == [
         "forward 0", "head m0", "back 0 (unit 0)",
         "forward 1", "head m1", "head c01", "back 1 (unit 1)", "back 0 (unit 1)",
-        "forward 2", "head final", "head c12", "head c012", "back 2 (unit 2)", "back 1 (unit 2)", "back 0 (unit 2)"]
+        "forward 2", "head final", "head c12", "head c012", "back 2 (unit 2)",
+        "back 1 (unit 2)", "back 0 (unit 2)"]
     # "final" and "c12" / "c012" share the classifier head: its buffer is donated along
     heads_final = [c for c in grads if c.args[0] == "params/heads/final"]
     assert [c.args[-1] for c in heads_final] == [None, "grad/heads/final", "grad/heads/final"]

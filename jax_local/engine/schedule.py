@@ -20,7 +20,7 @@ The values of a step (N examples, module i with input a_i [N,H,W,C]):
   loss/k, sq/k                call k's Σ w·loss and squared norm of the gradients it completed
   metrics/<term>, metrics/step
 
-`Schedule.live_during(k)` is what the driver holds while call k runs (every value defined
+`Schedule.live_during()[k]` is what the driver holds while call k runs (every value defined
 before k and read by k or later, and the caller's batch); the driver frees a value after its
 last read (`Schedule.dead_after`) and the memory report adds the bytes of the live values to
 each program's own (docs/design.md §5).
@@ -294,7 +294,8 @@ def build(plan: Plan, split: str = "auto") -> Schedule:
               for field, kind in (("params", "params"), ("opt_state", "opt"),
                                   ("batch_stats", "stats"))}}
   metrics = {f"{t.name}/": f"metrics/{t.name}" for t in plan.terms}
-  return Schedule(tuple(calls), inputs, {"state": state, "metrics": {**metrics, "": "metrics/step"}})
+  return Schedule(tuple(calls), inputs,
+                  {"state": state, "metrics": {**metrics, "": "metrics/step"}})
 
 
 class _Builder:
