@@ -4,7 +4,7 @@
       [--batch=1024] [--out=/tmp/compile.md]
 
 For the sequential executor every distinct program of a step is lowered and compiled
-(`SequentialStep.lower`); for the fused executor the one step. Reports wall time and this
+(`Executor.lower`); for the fused executor the one step. Reports wall time and this
 process's CPU time (user + system, all threads) over lowering + compiling: on a shared machine
 the wall time includes waiting for the CPU, the CPU time does not, and XLA:CPU compiles
 mostly on one thread, so the CPU time is close to the wall time on an idle machine.
@@ -31,8 +31,7 @@ def compile_step(config, batch_size: int) -> int:
   s = memory.setup(config)
   state, batch = memory.abstract_inputs(s.plan, s.tx, s.image_shape, batch_size)
   step = engine.make_train_step(config.executor, s.plan, s.tx, s.schedule, s.mean, s.std)
-  lowered = step.lower(state, batch)
-  programs = lowered if isinstance(lowered, list) else [lowered]
+  programs = step.lower(state, batch)
   for program in programs:
     program.compile()
   return len(programs)

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 
 from configs import fashion_mnist_quickstart  # noqa: E402
-from jax_local import ema, engine, experiment, optim, train  # noqa: E402
+from jax_local import engine, experiment, train  # noqa: E402
 from jax_local.data import input_pipeline  # noqa: E402
 from jax_local.train_state import init_state  # noqa: E402
 from benchmarks import timing  # noqa: E402
@@ -50,7 +50,7 @@ def main():
     config.num_epochs, config.model.depth, config.split.preset = 1, args.depth, args.preset
     config.data.batch_size, config.data.train_subset = args.batch, args.train_subset
     exp = experiment.build(config, dataset)
-    plan, tx, schedule, steps = exp.plan, exp.tx, exp.schedule, exp.steps_per_epoch
+    plan, tx, schedule = exp.plan, exp.tx, exp.schedule
     state = init_state(plan, tx, jax.random.PRNGKey(config.seed), dataset.image_shape)
     step = engine.make_train_step(config.executor, plan, tx, schedule, dataset.mean, dataset.std)
     t0 = time.time()

@@ -23,7 +23,7 @@ a CIFAR-10 config per row, at batch `BATCH`, grouped by backbone; each group's f
      run as TF32 on tensor cores, so both peaks are given). -> c_roofline.json, c_roofline.md
   d  dispatch: per row of the DISPATCH group, TIMED_STEPS sequential steps driven with a
      `call` that counts and times each program launch on the host
-     (`SequentialStep.drive(state, batch, call)`): programs per step, distinct programs, host
+     (`SequentialStep.run(state, batch, call)`): programs per step, distinct programs, host
      seconds inside the launches, and the step's wall time (to `block_until_ready`).
      -> d_dispatch.json, d_dispatch.md
 
@@ -50,7 +50,7 @@ import jax.numpy as jnp  # noqa: E402
 from benchmarks import timing  # noqa: E402
 from configs import cifar  # noqa: E402
 from jax_local import memory  # noqa: E402
-from jax_local.engine import fused, sequential  # noqa: E402
+from jax_local.engine import fused, programs, sequential  # noqa: E402
 from jax_local.models import layers  # noqa: E402
 from jax_local.train_state import init_state  # noqa: E402
 
@@ -202,7 +202,8 @@ def build_step(name, fields, variant):
   if variant == "bp":
     state = init_state(s.bp_plan, s.bp_tx, jax.random.PRNGKey(0), s.image_shape)
     step = fused.make_train_step(s.bp_plan, s.bp_tx, s.schedule, s.mean, s.std)
-    step = step.lower(state, batch).compile()
+    (lowered,) = step.lower(state, batch)
+    step = lowered.compile()
   else:
     state = init_state(s.plan, s.tx, jax.random.PRNGKey(0), s.image_shape)
     step = sequential.make_train_step(s.plan, s.tx, s.schedule, s.mean, s.std)
@@ -316,19 +317,19 @@ def part_roofline(out, deadline, smoke):
 
 
 class LaunchTimer:
-  """`call` for `SequentialStep.drive` that runs each program and adds up the host time spent
+  """`call` for `SequentialStep.run` that runs each program and adds up the host time spent
   in its launch (JAX dispatch is asynchronous: the call returns once the program is queued)."""
 
   def __init__(self):
     self.calls, self.host_s, self.programs = 0, 0.0, set()
 
-  def __call__(self, fn, live, *args):
-    del live
+  def __call__(self, call, fn, *args):
+    del call
     t = time.perf_counter()
     result = fn(*args)
     self.host_s += time.perf_counter() - t
     self.calls += 1
-    self.programs.add(sequential.program_key(fn, args))
+    self.programs.add(programs.program_key(fn, args))
     return result
 
 
@@ -352,7 +353,7 @@ def part_dispatch(out, deadline, smoke):
       for _ in range(steps):
         timer = LaunchTimer()
         t = time.perf_counter()
-        state, metrics = step.drive(state, batch, call=timer)
+        state, metrics = step.run(state, batch, timer)
         jax.block_until_ready((state, metrics))
         samples.append((timer.calls, len(timer.programs), timer.host_s,
                         time.perf_counter() - t))

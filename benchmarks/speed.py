@@ -76,7 +76,8 @@ def main(_):
         state, first_call = _timed(steps[v], state, batch)
       else:
         t = time.perf_counter()
-        steps[v] = make(plan, tx, s.schedule, s.mean, s.std).lower(state, batch).compile()
+        (lowered,) = make(plan, tx, s.schedule, s.mean, s.std).lower(state, batch)
+        steps[v] = lowered.compile()
         compile_s[v] = time.perf_counter() - t
         if v == "bp":
           bp_steps[bp_key] = steps[v], compile_s[v]

@@ -12,13 +12,13 @@ of one whole training step (gradients, optimizer update, EMA) in the config's co
   bp          the config's backbone trained end to end (the BP plan), fused executor
   bp_remat    the same with `jax.checkpoint` around every block
   fused       the config's plan, one jitted step (engine/fused.py)
-  sequential  the config's plan, one jitted unit per module (engine/sequential.py). Its step is
-              driven by the executor's own code; for every program it runs (each unit, the
-              cascade back programs, then the update) we count every buffer the host holds at
-              that moment - state, gradient buffers written so far, saved detached activations,
-              cascade cotangents, new statistics and metrics so far, batch; the program's
-              arguments are among them; each buffer once - plus the program's
-              output - alias + temp. The row is the max over programs.
+  sequential  the config's plan, one jitted program per call of its schedule
+              (engine/schedule.py). Every program is compiled for abstract arguments; at each
+              call the schedule says which named values the driver holds (`live_during`: state,
+              gradient buffers written so far, saved detached activations, cascade cotangents,
+              new statistics and metrics so far, batch; the call's arguments are among them;
+              each buffer once), and the call adds its program's output - alias + temp. The
+              row is the max over calls.
 With --execute each variant also runs (two steps, in a fresh subprocess) and reports the
 measured peak: `peak_bytes_in_use` on GPU/TPU; on CPU the process's RSS high-water mark
 during the second step minus the RSS before it, plus the bytes of state and batch (so it is
@@ -41,7 +41,8 @@ import numpy as np
 import optax
 
 from jax_local import config_validation, experiment, parallel
-from jax_local.engine import forward, fused, sequential
+from jax_local.engine import forward, fused, programs, sequential
+from jax_local.engine import schedule as sched
 from jax_local.models import layers
 from jax_local.models.backbone import apply_block
 from jax_local.train_state import init_state
@@ -132,57 +133,79 @@ def make_bp_remat_step(plan, tx, schedule, mean, std):
   return jax.jit(step, donate_argnums=0)
 
 
-class SequentialAnalyzer:
-  """`call` for `SequentialStep.drive`: compiles each program for abstract args, no execution.
-
-  Identical programs (same function, same argument shapes) are compiled once.
-  """
+class ProgramCompiler:
+  """`call` for `SequentialStep.run`: compiles each program for abstract arguments, no execution
+  (identical programs, same function and argument shapes, once). `calls`: per call, (output -
+  alias + temp, argument bytes, abstract outputs)."""
 
   def __init__(self):
     self.cache, self.calls = {}, []
 
-  def __call__(self, fn, live, *args):
+  def __call__(self, call, fn, *args):
     traced = fn.trace(*args)
-    key = sequential.program_key(fn, args)
+    key = programs.program_key(fn, args)
     if key not in self.cache:
       m = traced.lower().compile().memory_analysis()
       self.cache[key] = (m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes,
                          m.argument_size_in_bytes)
-    extra, arg_bytes = self.cache[key]
-    self.calls.append({"live": tree_bytes(live), "extra": extra, "args": arg_bytes,
-                       "parts": {k: tree_bytes(v) for k, v in live.items()}})
+    self.calls.append((*self.cache[key], traced.out_info))
     return traced.out_info
 
 
-def _compile_bytes(step, state, batch):
-  return program_bytes(step.lower(state, batch).compile())
+# what the report calls the values of the sequential schedule, by the first part of their name
+HELD = {"params": "state", "opt": "state", "stats": "state", "step": "state", "grad": "grads",
+        "act": "acts", "z": "acts", "ct": "cotangents", "batch": "batch"}
+HELD_ORDER = ("state", "grads", "acts", "cotangents", "other", "batch")
+
+
+def held_bytes(schedule, env, compiled: ProgramCompiler) -> list[tuple[int, dict[str, int]]]:
+  """Per call of `schedule`: bytes of the values held while it runs (`Schedule.live_during`,
+  each leaf once) and the same by kind (`HELD`, else "other"). env: the step's inputs; the
+  calls' outputs are bound into it as the walk goes."""
+  out = []
+  for c, names, (_, _, outputs) in zip(schedule.calls, schedule.live_during(), compiled.calls):
+    kinds = {k: [] for k in HELD_ORDER}
+    for n in names:
+      kinds[HELD.get(n.split("/")[0], "other")].append(env[n])
+    out.append((tree_bytes([env[n] for n in names]),
+                {k: tree_bytes(v) for k, v in kinds.items()}))
+    sched.bind(c.outputs, outputs, env)
+  return out
 
 
 def _analyse(variant, s: Setup, batch_size) -> Row:
   t0 = time.time()
-  if variant in ("bp", "bp_remat"):
+  if variant == "bp_remat":
     state, batch = abstract_inputs(s.bp_plan, s.bp_tx, s.image_shape, batch_size)
-    make = fused.make_train_step if variant == "bp" else make_bp_remat_step
-    row = Row(variant, _compile_bytes(make(s.bp_plan, s.bp_tx, s.schedule, s.mean, s.std),
-                                      state, batch))
+    step = make_bp_remat_step(s.bp_plan, s.bp_tx, s.schedule, s.mean, s.std)
+    row = Row(variant, program_bytes(step.lower(state, batch).compile()))
+  elif variant == "bp":
+    state, batch = abstract_inputs(s.bp_plan, s.bp_tx, s.image_shape, batch_size)
+    (lowered,) = fused.make_train_step(s.bp_plan, s.bp_tx, s.schedule, s.mean,
+                                       s.std).lower(state, batch)
+    row = Row(variant, program_bytes(lowered.compile()))
   else:
     state, batch = abstract_inputs(s.plan, s.tx, s.image_shape, batch_size)
     if variant == "fused":
-      row = Row(variant, _compile_bytes(
-          fused.make_train_step(s.plan, s.tx, s.schedule, s.mean, s.std), state, batch))
+      (lowered,) = fused.make_train_step(s.plan, s.tx, s.schedule, s.mean,
+                                         s.std).lower(state, batch)
+      row = Row(variant, program_bytes(lowered.compile()))
     else:
       step = sequential.make_train_step(s.plan, s.tx, s.schedule, s.mean, s.std)
-      an = SequentialAnalyzer()
-      step.drive(state, batch, call=an)
-      totals = [c["live"] + c["extra"] for c in an.calls]
+      compiled = ProgramCompiler()
+      step.run(state, batch, compiled)
+      held = held_bytes(step.schedule, sequential.step_inputs(step.schedule, state, batch),
+                        compiled)
+      totals = [h + extra for (h, _), (extra, _, _) in zip(held, compiled.calls)]
       k = int(np.argmax(totals))
-      c = an.calls[k]
-      parts = ", ".join(f"{n} {v / MIB:.1f}" for n, v in c["parts"].items())
-      row = Row(variant, max(totals), programs=len(an.cache), calls=len(an.calls), detail=(
-          f"peak at {step.call_labels[k]} of {len(an.calls)} calls: host-held "
-          f"{c['live'] / MIB:.1f} MiB ({parts}; overlaps counted once) + program "
-          f"out-alias+temp {c['extra'] / MIB:.1f} MiB; largest program alone "
-          f"(arg+out-alias+temp) {max(x['args'] + x['extra'] for x in an.calls) / MIB:.1f} MiB"))
+      (live, kinds), extra = held[k], compiled.calls[k][0]
+      parts = ", ".join(f"{n} {v / MIB:.1f}" for n, v in kinds.items() if v)
+      largest = max(args + extra for extra, args, _ in compiled.calls)
+      row = Row(variant, max(totals), programs=len(compiled.cache), calls=len(compiled.calls),
+                detail=(f"peak at {step.schedule.calls[k].label} of {len(compiled.calls)} calls: "
+                        f"host-held {live / MIB:.1f} MiB ({parts}; overlaps counted once) + "
+                        f"program out-alias+temp {extra / MIB:.1f} MiB; largest program alone "
+                        f"(arg+out-alias+temp) {largest / MIB:.1f} MiB"))
   row.compile_s = time.time() - t0
   return row
 

@@ -9,14 +9,14 @@ shard, `jax_local.models.layers.BatchNorm`).
 
   par = Parallel.from_config(config)          # mesh, shardings, layer policy
   state = par.init(init_fn, rng)               # built per process, copied to its devices
-  step = par.train_step(executor, step)        # (state, global batch) -> (state, metrics)
+  step = par.train_step(step)                  # (state, global batch) -> (state, metrics)
   batch = par.global_batch(local_numpy_batch)  # this process's rows -> one global jax.Array
 
-The fused executor's step is wrapped in an outer `jit` with explicit in/out shardings and the
-state donated. The sequential executor stays a Python loop of jitted programs: its inputs are
-committed global arrays (batch sharded, state replicated), so every program is partitioned by
-XLA from them and its outputs (activations sharded along the batch, gradients and statistics
-replicated) feed the next; the new state is checked to come out replicated.
+Each executor places its step itself (`engine.Executor.placed`): the fused step is one outer
+`jit` with explicit in/out shardings and the state donated; the sequential executor's programs
+are called on the committed global arrays, so XLA partitions every program from its inputs
+(activations sharded along the batch, gradients and statistics replicated). The new state is
+checked to come out replicated.
 
 Compute dtype (`model.dtype`): "bfloat16" runs convolutions, matmuls and BN outputs in bf16 with
 float32 parameters, optimizer state, BN statistics and losses (every loss casts its input to
@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
+from jax_local.engine import Executor, Placement
 from jax_local.models import layers
 
 DATA_AXIS = "data"
@@ -151,46 +152,25 @@ class Parallel:
 
   # ---------------------------------------------------------------- steps
 
-  def train_step(self, executor: str, step: Callable) -> Callable:
-    """(state, global batch) -> (state, metrics) for an executor's step.
+  def train_step(self, step: Executor) -> Callable:
+    """(state, global batch) -> (state, metrics) for an executor's step, placed with the state
+    replicated and the batch sharded (`Executor.placed`); on several CPU devices its programs
+    run one at a time. A new state that came out with another sharding (it should not) is put
+    back to replicated; `reshards()` counts those."""
+    one_at_a_time = self.num_shards > 1 and self.mesh.devices.flat[0].platform == "cpu"
+    run = step.placed(Placement(self.replicate_tree, self.batch_sharding, self.replicated,
+                                one_at_a_time))
 
-    fused: the executor's jitted step inside one outer jit with in_shardings (state replicated,
-    batch sharded), out_shardings (state and metrics replicated) and the state donated.
-    sequential: the executor's programs, called on the global arrays; a new state that came out
-    with another sharding (it should not) is put back to replicated. On several CPU devices the
-    programs run one at a time (`_call_serially`).
-    """
-    if executor == "fused":
-      shardings = {}
-
-      def fused(state, batch):
-        if "state" not in shardings:
-          shardings["state"] = self.replicate_tree(state)
-          shardings["jit"] = jax.jit(
-              step, in_shardings=(shardings["state"], self.batch_sharding),
-              out_shardings=(shardings["state"], self.replicated), donate_argnums=0)
-        return shardings["jit"](state, batch)
-
-      return self.with_policy(fused)
-
-    serial = (self.num_shards > 1 and self.mesh.devices.flat[0].platform == "cpu"
-              and hasattr(step, "drive"))
-
-    def sequential(state, batch):
-      if serial:  # XLA:CPU only, see _call_serially
-        new_state, metrics = step.drive(state, batch, _call_serially)
-      else:
-        new_state, metrics = step(state, batch)
+    def placed(state, batch):
+      new_state, metrics = run(state, batch)
       if not self.is_replicated(new_state):  # not seen with jax 0.10 (tests/test_sharding.py)
-        sequential.reshards += 1
+        placed.reshards += 1
         new_state = jax.device_put(new_state, self.replicate_tree(new_state))
       return new_state, metrics
 
-    sequential.reshards = 0
-    sequential.serial = serial
-
-    wrapped = self.with_policy(sequential)
-    wrapped.reshards = lambda: sequential.reshards
+    placed.reshards = 0
+    wrapped = self.with_policy(placed)
+    wrapped.reshards = lambda: placed.reshards
     return wrapped
 
   def eval_step(self, fn: Callable) -> Callable:
@@ -198,20 +178,6 @@ class Parallel:
     jitted = jax.jit(fn, in_shardings=(self.replicated, self.replicated, self.batch_sharding),
                      out_shardings=self.replicated)
     return self.with_policy(jitted)
-
-
-def _call_serially(fn, live, *args):
-  """Runs one of the sequential executor's programs to completion before the next is dispatched.
-
-  Only for several XLA:CPU devices (tests, emulated devices). The CPU runtime may run programs
-  that do not depend on each other (two heads of one module, a cascade's back program and the
-  next module's forward) at the same time, and with several such programs holding all-reduces in
-  flight, 8 emulated devices on 2 cores deadlocked (all-reduce rendezvous timeout, HPFF grid
-  config, batch 8); running the programs one at a time removed it. GPUs execute each device's
-  programs in launch order on its stream, so there they stay asynchronous.
-  """
-  del live
-  return jax.block_until_ready(fn(*args))
 
 
 # -------------------------------------------------------------------- multi-host start-up

@@ -195,7 +195,7 @@ def _train_and_evaluate(config, workdir, return_state, mock_examples, devices, t
     before = history[-1] if history else {}  # what the launches before this one counted
     _save_config(workdir, config_dict, bool(changes), start)
 
-    train_step = par.train_step(config.executor, engine.make_train_step(
+    train_step = par.train_step(engine.make_train_step(
         config.executor, plan, tx, schedule, dataset.mean, dataset.std))
     total_steps = steps_per_epoch * config.num_epochs
     guard = divergence.Guard(

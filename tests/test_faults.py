@@ -17,7 +17,7 @@ import pytest
 
 from configs import fashion_mnist_quickstart
 from jax_local import (checkpointing, config_validation, divergence, experiment, preemption,
-                       run_log, train, workdir_lock)
+                       run_log, workdir_lock)
 from jax_local.data import input_pipeline
 from jax_local.train_state import TrainState, init_state
 from tests import fault_helpers as fh

@@ -287,8 +287,8 @@ def _lower(name, batch=2):
 @pytest.mark.parametrize("name", CONFIGS if ALL else sorted(COMPILE | LOWER))
 def test_config_train_step_lowers_and_compiles(name):
   """By default one net compiles and the main config lowers; the env switch does all of them."""
-  lowered = _lower(name)   # the sequential executor lowers one program per distinct unit
-  for program in lowered if isinstance(lowered, list) else [lowered]:
+  # the fused executor lowers one program, the sequential one each distinct program
+  for program in _lower(name):
     assert "func.func public @main" in program.as_text()
     if ALL or name in COMPILE:
       assert program.compile() is not None

@@ -25,8 +25,11 @@ FAST = {"xla_backend_optimization_level": 0}  # LLVM optimisations off: ~2x fast
 
 
 def fast(jitted, *args):
-  """`jitted` compiled for `args` with FAST options; call the result with the same args."""
-  return jitted.lower(*args).compile(compiler_options=FAST)
+  """`jitted` (a jitted function, or the fused executor's step, which lowers to a list of one
+  program) compiled for `args` with FAST options; call the result with the same args."""
+  lowered = jitted.lower(*args)
+  (lowered,) = lowered if isinstance(lowered, list) else [lowered]
+  return lowered.compile(compiler_options=FAST)
 
 
 def plugin_config(base, plugin, depth=8, preset="blocks_stem", **fields):

@@ -17,7 +17,7 @@ import pytest
 
 from configs import common
 from jax_local import ema, experiment, heads, optim, part_optimizer, splits
-from jax_local.engine import fused, sequential
+from jax_local.engine import fused, schedule, sequential
 from jax_local.heads.common import ce_and_metrics
 from jax_local.models import build_backbone
 from jax_local.models.cifar_resnet import BasicBlock
@@ -40,6 +40,22 @@ def _allclose(a, b):
     np.testing.assert_allclose(x, y, **TOL)
 
 
+def _units(sched):
+  """The schedule's calls cut into units: each starts with module i's forward (joint or not)."""
+  units = []
+  for c in sched.calls:
+    if isinstance(c.program, (schedule.UnitSpec, schedule.ForwardSpec)):
+      units.append([])
+    elif isinstance(c.program, (schedule.EmaSpec, schedule.UpdateSpec)):
+      break
+    units[-1].append(c)
+  return units
+
+
+def _joint_units(plan):
+  return [c for c in schedule.build(plan).calls if isinstance(c.program, schedule.UnitSpec)]
+
+
 def _check_equivalent(plan, tx, state, config, split="auto"):
   schedule = optim.make_schedule(config.optim, config.num_epochs, 10)
   batch = helpers.random_batch()
@@ -52,7 +68,7 @@ def _check_equivalent(plan, tx, state, config, split="auto"):
   fus = lambda st, b: apply_fn(st, *grad_fn(st.params, st.batch_stats, b))
 
   g_fused, (stats_fused, _) = grad_fn(state.params, state.batch_stats, batch01)
-  g_seq, stats_seq, _, _, _ = seq.accumulate(state, jax.device_put(batch))
+  g_seq, stats_seq = seq.gradients(state, jax.device_put(batch))
   _allclose(g_seq, g_fused)
   _allclose(stats_seq["backbone"], stats_fused["backbone"])
 
@@ -77,7 +93,7 @@ def test_bases_match_fused(method):
   common.set_selected(config.method, auglocal=dict(aux_depth=1))  # aux nets copy one later block
   plan, tx, state = helpers.tiny_plan_and_state(config)
   seq = _check_equivalent(plan, tx, state, config)
-  assert len(seq.units) == plan.num_modules
+  assert len(_units(seq.schedule)) == plan.num_modules
 
 
 @pytest.mark.parametrize("base,plugin,fields", [
@@ -93,8 +109,9 @@ def test_plugins_match_fused(base, plugin, fields):
   assert any(t.first < t.last for t in plan.terms) == (plugin != "man")
   assert bool(plan.ema_pairs) == (plugin != "hpff")
   # heads holding block copies (LAM, MAN) ran as trunk stage forwards, inner head, stage backs
-  assert any(c.startswith("trunk back 0") for c in seq.call_labels) == (plugin != "hpff")
-  assert any(c.startswith("trunk back 1") for c in seq.call_labels) == ("mlm.k" in fields)
+  labels = [c.label for c in seq.schedule.calls]
+  assert any(c.startswith("trunk back 0") for c in labels) == (plugin != "hpff")
+  assert any(c.startswith("trunk back 1") for c in labels) == ("mlm.k" in fields)
 
 
 def _custom_state(config, plan):
@@ -115,7 +132,8 @@ def test_cascade_terms_and_shared_head_match_fused(split):
                           LossTerm("c012", 0, 2, "final", 0.2)))
   tx, state = _custom_state(config, plan)
   seq = _check_equivalent(plan, tx, state, config, split)
-  backs = [[m for m, _ in u.backs] for u in seq.units]
+  backs = [[c.module for c in unit if isinstance(c.program, schedule.BackSpec)]
+           for unit in _units(seq.schedule)]
   assert backs == ([[0], [1, 0], [2, 1, 0]] if split == "always" else [[], [0], [1, 0]])
 
 
@@ -156,10 +174,10 @@ def test_identical_modules_share_one_program():
   config = helpers.tiny_config("dgl", depth=32, preset="blocks")
   backbone = build_backbone(config.model, 4)
   plan = experiment.build_plan(config.method, backbone, splits.get_split("blocks", 32), 4)
-  units = sequential.build_units(plan)
+  units = _joint_units(plan)
   assert len(units) == plan.num_modules
   # stem, s1 block, s2b0 (stride 2), s2 block, s3b0, s3 block, last (+fc)
-  assert len({u.joint for u in units}) == 7
+  assert len({c.program for c in units}) == 7
 
 
 def test_infopro_lambdas_are_arguments_not_programs():
@@ -168,7 +186,7 @@ def test_infopro_lambdas_are_arguments_not_programs():
   config = helpers.tiny_config("infopro", depth=32, preset="blocks")
   backbone = build_backbone(config.model, 4)
   plan = experiment.build_plan(config.method, backbone, splits.get_split("blocks", 32), 4)
-  units = sequential.build_units(plan)
-  assert len({u.joint for u in units}) == 7
-  lambdas = {u.head_coefficients for u in units[:-1]}
+  units = _joint_units(plan)
+  assert len({c.program for c in units}) == 7
+  lambdas = {c.args[7] for c in units[:-1]}   # per head of the unit, its coefficients
   assert len(lambdas) == plan.num_modules - 1   # every module has its own (λ_rec, λ_cls)

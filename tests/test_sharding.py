@@ -83,7 +83,7 @@ def test_sharded_step_equals_unsharded(executor):
   s1, losses = _single_device(executor)
 
   par = _par()
-  sharded = par.train_step(executor, engine.make_train_step(executor, plan, tx, schedule, MEAN,
+  sharded = par.train_step(engine.make_train_step(executor, plan, tx, schedule, MEAN,
                                                             STD))
   init_fn = lambda rng: init_state(plan, tx, rng, helpers.IMAGE_SHAPE)
   if executor == "fused":  # created replicated, the same values
@@ -139,7 +139,7 @@ def test_per_device_bn_equals_eight_independent_slices(executor, per_slice_expec
   statistics, in the backbone and in the DGL heads."""
   (plan, tx, schedule, state, batch), expected = per_slice_expectation
   par = _par(groups=8)
-  step = par.train_step(executor, engine.make_train_step(executor, plan, tx, schedule, MEAN,
+  step = par.train_step(engine.make_train_step(executor, plan, tx, schedule, MEAN,
                                                          STD))
   new, metrics = step(jax.device_put(jax.tree.map(jnp.copy, state), par.replicate_tree(state)),
                       par.global_batch(batch))
@@ -182,7 +182,7 @@ def test_bf16_compute_keeps_f32_state_and_a_close_loss():
   state and the loss float32; the loss close to the float32 step's."""
   config, plan, tx, schedule, state, batch = _setup("greedy")
   par = _par(dtype=jnp.bfloat16)
-  step = par.train_step("fused", engine.make_train_step("fused", plan, tx, schedule, MEAN, STD))
+  step = par.train_step(engine.make_train_step("fused", plan, tx, schedule, MEAN, STD))
   new, metrics = step(jax.device_put(jax.tree.map(jnp.copy, state), par.replicate_tree(state)),
                       par.global_batch(batch))
   assert metrics["loss"].dtype == jnp.float32

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from jax_local import ema
-from jax_local.engine import forward
+from jax_local.engine import executor, forward, step_end
 from jax_local.plan import LossTerm, Plan
 
 
@@ -39,29 +39,57 @@ def plan_loss(plan: Plan, params, stats, batch, terms: Sequence[LossTerm] | None
   return total, (new_stats, metrics)
 
 
-def make_train_step(plan: Plan, tx: optax.GradientTransformation, schedule, mean, std):
+class FusedStep(executor.Executor):
+  """One jitted step: `jax.grad` of `plan_loss`, then `apply_gradients`; the state is donated."""
+
+  def __init__(self, plan: Plan, tx: optax.GradientTransformation, schedule, mean, std):
+    def train_step(state, batch):
+      batch = forward.with_image01(batch, mean, std)
+      loss_fn = functools.partial(plan_loss, plan)
+      grads, (new_stats, metrics) = jax.grad(loss_fn, has_aux=True)(
+          state.params, state.batch_stats, batch)
+      return apply_gradients(plan, tx, schedule, state, grads, new_stats, metrics)
+
+    self._step = train_step
+    self._jitted = jax.jit(train_step, donate_argnums=0)
+
+  def __call__(self, state, batch):
+    return self._jitted(state, batch)
+
+  def lower(self, state, batch) -> list[jax.stages.Lowered]:
+    return [self._jitted.lower(state, batch)]
+
+  def placed(self, placement: executor.Placement):
+    """The step jitted with in_shardings (state as placed, batch sharded) and out_shardings
+    (state as placed, metrics replicated), built for the state's structure at the first call."""
+    jitted = []
+
+    def step(state, batch):
+      if not jitted:
+        shardings = placement.state(state)
+        jitted.append(jax.jit(self._step, in_shardings=(shardings, placement.batch),
+                              out_shardings=(shardings, placement.replicated),
+                              donate_argnums=0))
+      return jitted[0](state, batch)
+
+    return step
+
+
+def make_train_step(plan: Plan, tx: optax.GradientTransformation, schedule, mean,
+                    std) -> FusedStep:
   """(state, batch) -> (state, metrics); state is a `jax_local.train_state.TrainState`."""
-
-  def train_step(state, batch):
-    batch = forward.with_image01(batch, mean, std)
-    loss_fn = functools.partial(plan_loss, plan)
-    grads, (new_stats, metrics) = jax.grad(loss_fn, has_aux=True)(
-        state.params, state.batch_stats, batch)
-    return apply_gradients(plan, tx, schedule, state, grads, new_stats, metrics)
-
-  return jax.jit(train_step, donate_argnums=0)
+  return FusedStep(plan, tx, schedule, mean, std)
 
 
 def apply_gradients(plan: Plan, tx, schedule, state, grads, new_stats, metrics):
-  """The step after the gradient: BN statistics (the reference's number of updates), the
-  optimizer, the EMA copies (toward their sources' pre-step parameters), lr and grad_norm
-  metrics. new_stats / metrics: the aux output of `plan_loss`. Returns (new state, metrics)."""
-  new_stats = {**new_stats, "backbone": forward.repeat_bn_updates(
-      plan, state.batch_stats["backbone"], new_stats["backbone"])}
+  """The step after the gradient: the optimizer, the EMA copies (toward their sources' pre-step
+  parameters), then the end shared with the sequential executor (`step_end.finish`: BN rule,
+  step, lr and grad_norm). new_stats / metrics: the aux output of `plan_loss`. Returns (new
+  state, metrics)."""
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = ema.ema_update(plan.ema_pairs, state.params,
                           optax.apply_updates(state.params, updates))
-  metrics = {**metrics, "lr": schedule(state.step), "grad_norm": optax.global_norm(grads)}
-  new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
-                            opt_state=opt_state)
-  return new_state, metrics
+  step, stats, end = step_end.finish(plan, schedule, state.step, state.batch_stats, new_stats,
+                                     (metrics["loss"],), (step_end.sumsq(grads),))
+  new_state = state.replace(step=step, params=params, batch_stats=stats, opt_state=opt_state)
+  return new_state, {**metrics, **end}
