@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from jax_local import heads, methods, splits
+from jax_local import experiment, heads, splits
 from jax_local.engine import schedule
 from jax_local.models import build_backbone
 from jax_local.plan import LossTerm
@@ -16,7 +16,7 @@ from tests import test_plugins_routing as plugin_routing
 def _plan(config):
   backbone = build_backbone(config.model, config.data.num_classes)
   split = splits.get_split(config.split.preset, config.model.depth)
-  return methods.build_plan(config.method, backbone, split, config.data.num_classes)
+  return experiment.build_plan(config.method, backbone, split, config.data.num_classes)
 
 
 def _labels(sched):
