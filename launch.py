@@ -130,11 +130,12 @@ def main(argv):
   workdir_lock.check_writable(FLAGS.workdir)
   from jax_local import run_log
   run_log.configure_console(verbose=jax.process_index() == 0)
-  try:
-    import tensorflow as tf  # keep TensorFlow (input pipeline, summaries) off the accelerators
-    tf.config.experimental.set_visible_devices([], "GPU")
-  except ImportError:
-    pass
+  if FLAGS.config.data.name != "fashion_mnist":  # read with NumPy alone, no TensorFlow
+    try:
+      import tensorflow as tf  # keep TensorFlow (tfds input pipelines) off the accelerators
+      tf.config.experimental.set_visible_devices([], "GPU")
+    except ImportError:
+      pass
   from jax_local import checkpointing, divergence, preemption, train
   run_log.LOG.info("JAX process %d/%d, %d devices in all, local devices: %s", jax.process_index(),
                    jax.process_count(), jax.device_count(), jax.local_devices())

@@ -10,7 +10,8 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def fashion_mnist(tmp_path_factory):
-  """(tfds data dir, Dataset): Debian's Fashion-MNIST prepared once by the local builder."""
+  """(tfds data dir, Dataset): Debian's Fashion-MNIST read once from its idx files. The data
+  dir is an empty folder the runs get as `data.tfds_data_dir`; Fashion-MNIST does not read it."""
   from configs import common
   from jax_local.data import input_pipeline
   data_dir = str(tmp_path_factory.mktemp("tfds"))

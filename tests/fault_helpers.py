@@ -8,7 +8,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS_PER_EPOCH, EPOCHS = 16, 2
 TINY = ("--config.num_epochs=2", "--config.data.train_subset=512", "--config.data.batch_size=32",
-        "--config.data.eval_batch_size=1000", "--config.log_every_steps=1",
+        "--config.data.test_subset=1000", "--config.data.eval_batch_size=500",
+        "--config.eval.bn_recompute_batches=2", "--config.log_every_steps=1",
         "--config.eval_every_epochs=2")
 
 
@@ -49,10 +50,13 @@ class Run:
 
 
 def env_with_cache(cache_dir):
-  """The test environment plus a persistent XLA compilation cache shared by all runs, on one
-  CPU device (conftest's 8 emulated devices are for the sharding tests), with most XLA
-  optimisations off (cheaper compiles, as conftest's `fast_compile`; runs stay deterministic)."""
+  """The test environment plus a persistent XLA compilation cache shared by all runs, holding
+  every program however quick its compile, on one CPU device (conftest's 8 emulated devices are
+  for the sharding tests), with most XLA optimisations off (cheaper compiles, as conftest's
+  `fast_compile`; runs stay deterministic)."""
   return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
           "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
           "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 

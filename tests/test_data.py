@@ -1,4 +1,4 @@
-"""Tests of jax_local.data: offline Fashion-MNIST builder, in-memory pipeline, augmentation."""
+"""Tests of jax_local.data: the Fashion-MNIST idx reader, in-memory pipeline, augmentation."""
 import gzip
 import os
 
@@ -26,15 +26,9 @@ def raw_idx(name, offset):
 
 
 @pytest.fixture(scope="module")
-def fm_dir(tmp_path_factory):
-  """An empty tfds data dir for the local Fashion-MNIST builder."""
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
-@pytest.fixture(scope="module")
-def fm(fm_dir):
-  """Fashion-MNIST prepared into `fm_dir` by the local builder (~6 s) and loaded."""
-  return input_pipeline.build_dataset(data_config(tfds_data_dir=fm_dir), seed=3)
+def fm():
+  """Fashion-MNIST read from Debian's idx files."""
+  return input_pipeline.build_dataset(data_config(), seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -45,31 +39,22 @@ def fm_small(fm):
       (fm.test_images, fm.test_labels), 10, fm.mean, fm.std, seed=3)
 
 
-def test_fashion_mnist_builder(fm, fm_dir):
+def test_fashion_mnist_reads_the_idx_files_in_file_order(fm, tmp_path):
   assert (fm.num_train, fm.num_test, fm.num_classes) == (60000, 10000, 10)
   assert fm.image_shape == (28, 28, 1)
   assert fm.train_images.dtype == np.uint8 and fm.train_labels.dtype == np.int32
   assert fm.train_labels.min() == 0 and fm.train_labels.max() == 9
   assert np.bincount(fm.test_labels).tolist() == [1000] * 10
   train_raw = raw_idx("train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28, 1)
-  test_lab = raw_idx("t10k-labels-idx1-ubyte.gz", 8)
-  for i in (0, 1, 12345, 59999):
-    np.testing.assert_array_equal(fm.train_images[i], train_raw[i])
-  np.testing.assert_array_equal(fm.test_labels, test_lab)
-  assert os.path.isdir(os.path.join(fm_dir, "fashion_mnist_local", "1.0.0"))
-  # A second build reuses the prepared data; train_subset keeps the first examples.
-  sub = input_pipeline.build_dataset(data_config(tfds_data_dir=fm_dir, train_subset=500), 0)
+  np.testing.assert_array_equal(fm.train_images, train_raw)
+  np.testing.assert_array_equal(fm.train_labels, raw_idx("train-labels-idx1-ubyte.gz", 8))
+  np.testing.assert_array_equal(fm.test_labels, raw_idx("t10k-labels-idx1-ubyte.gz", 8))
+  # train_subset keeps the first examples.
+  sub = input_pipeline.build_dataset(data_config(train_subset=500), 0)
   assert sub.num_train == 500
   np.testing.assert_array_equal(sub.train_images, fm.train_images[:500])
-
-
-def test_fashion_mnist_idx_reader_without_tfds(fm, tmp_path):
-  """The NumPy reader (used when tfds is absent) gives the builder's arrays; headers are checked."""
+  # A header that disagrees with its payload is refused.
   from jax_local.data import fashion_mnist_idx
-  images, labels = fashion_mnist_idx.read_split(FM_DIR, "train")
-  assert images.shape == (60000, 28, 28, 1) and images.dtype == np.uint8
-  np.testing.assert_array_equal(images, fm.train_images)
-  np.testing.assert_array_equal(labels, fm.train_labels)
   bad = tmp_path / "bad-idx1-ubyte.gz"
   with gzip.open(bad, "wb") as f:
     f.write(bytes([0, 0, 8, 1, 0, 0, 0, 5, 1, 2, 3]))   # 5 labels announced, 3 given
@@ -229,7 +214,7 @@ def test_missing_stock_dataset_raises(tmp_path):
 def test_missing_fashion_mnist_files(tmp_path):
   with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
     input_pipeline.build_dataset(
-        data_config(tfds_data_dir=str(tmp_path / "tfds"), manual_dir=str(tmp_path)), 0)
+        data_config(manual_dir=str(tmp_path)), 0)
 
 
 def test_stock_dataset_under_tfds_mock_data():

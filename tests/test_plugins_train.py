@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jax_local import methods, plugins
-from jax_local.data import fashion_mnist_local
+from jax_local.data import fashion_mnist_idx
 from tests.test_plugins_ema import _constant_lr
 from tests.test_plugins_routing import build, fast, plugin_config
 from jax_local import optim
@@ -23,8 +23,7 @@ MEAN, STD = (0.286,), (0.353,)
 
 @pytest.fixture(scope="module")
 def fm_batch():
-  images, labels = fashion_mnist_local.read_split(
-      fashion_mnist_local.DEFAULT_MANUAL_DIR, "train")
+  images, labels = fashion_mnist_idx.read_split(fashion_mnist_idx.DEFAULT_MANUAL_DIR, "train")
   x = (images[:32].astype(np.float32) / 255.0 - MEAN[0]) / STD[0]
   return {"image": x, "label": labels[:32].astype(np.int32)}
 

@@ -15,9 +15,8 @@ sampled for the whole global batch, so resuming at (epoch, start_step) reproduce
 uninterrupted run exactly, whatever the process count.
 
 Nothing is ever downloaded: a stock tfds dataset that is not prepared raises
-FileNotFoundError with instructions; Fashion-MNIST is prepared (once) from Debian's
-`dataset-fashion-mnist` files by `fashion_mnist_local.FashionMnistLocal`, or, where tfds is not
-installed, read from those files with NumPy (`fashion_mnist_idx`).
+FileNotFoundError with instructions; Fashion-MNIST is read from Debian's
+`dataset-fashion-mnist` idx files with NumPy (`fashion_mnist_idx`).
 TensorFlow/tfds are imported lazily, only when a tfds dataset is loaded.
 """
 import logging
@@ -240,48 +239,24 @@ def _load_stock(name: str, data_dir: Optional[str], subset: int):
   return train, test, builder.info.features["label"].num_classes
 
 
-def _load_fashion_mnist(data_dir: Optional[str], manual_dir: str, subset: int):
-  """Loads Fashion-MNIST from Debian's idx files: through the local tfds builder (prepared once
-  into the tfds data dir) when tfds is installed, else straight from the idx files with NumPy
-  (`fashion_mnist_idx`); both give the files' examples in file order."""
+def _load_fashion_mnist(manual_dir: str, subset: int):
+  """Loads Fashion-MNIST from Debian's idx files with NumPy (`fashion_mnist_idx`), in file
+  order, the first `subset` training examples if > 0; no TensorFlow, no tfds, nothing written."""
   from jax_local.data import fashion_mnist_idx
   manual_dir = manual_dir or fashion_mnist_idx.DEFAULT_MANUAL_DIR
-  try:
-    import tensorflow_datasets as tfds
-  except ImportError:
-    tfds = None
-  builder = None
-  if tfds is not None:
-    from jax_local.data import fashion_mnist_local
-    builder = fashion_mnist_local.FashionMnistLocal(data_dir=data_dir,
-                                                    file_format="array_record")
-  if builder is None or not builder.is_prepared():
-    missing = fashion_mnist_idx.missing_files(manual_dir)
-    if missing:
-      where = ("" if builder is None else
-               f"not prepared in the tfds data dir '{builder.data_dir_root}' and it is ")
-      raise FileNotFoundError(
-          f"Dataset 'fashion_mnist' is {where}missing its source files {missing} in "
-          f"'{manual_dir}'. Install them with `apt-get install dataset-fashion-mnist` "
-          "(they go to /usr/share/datasets/fashion-mnist) or set "
-          "--config.data.manual_dir to a directory holding the four idx .gz files.")
-  if builder is None:
-    logging.info("tfds is not installed: reading fashion_mnist from the idx files in %s",
-                 manual_dir)
-    (train_x, train_y), (test_x, test_y) = (fashion_mnist_idx.read_split(manual_dir, s)
-                                            for s in ("train", "test"))
-    if subset > 0:
-      train_x, train_y = train_x[:subset], train_y[:subset]
-    return ((train_x, train_y.astype(np.int32)), (test_x, test_y.astype(np.int32)),
-            fashion_mnist_idx.NUM_CLASSES)
-  if not builder.is_prepared():
-    logging.info("Preparing fashion_mnist_local from %s into %s", manual_dir,
-                 builder.data_dir_root)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  train = _read_tfds_split(builder, "train", subset)
-  test = _read_tfds_split(builder, "test")
-  return train, test, builder.info.features["label"].num_classes
+  missing = fashion_mnist_idx.missing_files(manual_dir)
+  if missing:
+    raise FileNotFoundError(
+        f"Dataset 'fashion_mnist' is missing its source files {missing} in '{manual_dir}'. "
+        "Install them with `apt-get install dataset-fashion-mnist` (they go to "
+        "/usr/share/datasets/fashion-mnist) or set --config.data.manual_dir to a directory "
+        "holding the four idx .gz files.")
+  (train_x, train_y), (test_x, test_y) = (fashion_mnist_idx.read_split(manual_dir, s)
+                                          for s in ("train", "test"))
+  if subset > 0:
+    train_x, train_y = train_x[:subset], train_y[:subset]
+  return ((train_x, train_y.astype(np.int32)), (test_x, test_y.astype(np.int32)),
+          fashion_mnist_idx.NUM_CLASSES)
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what tfds.ImageFolder lists
@@ -415,8 +390,7 @@ def build_dataset(data_config, seed: int, process_index: int = 0,
   subset = int(_cfg(data_config, "train_subset", 0))
   t0 = time.time()
   if name == "fashion_mnist":
-    train, test, n_cls = _load_fashion_mnist(data_dir, _cfg(data_config, "manual_dir", ""),
-                                             subset)
+    train, test, n_cls = _load_fashion_mnist(_cfg(data_config, "manual_dir", ""), subset)
   elif name == "image_folder":
     train, test, n_cls = _load_image_folder(_cfg(data_config, "folder_root", ""),
                                             int(_cfg(data_config, "image_size", 0)), num_classes,
