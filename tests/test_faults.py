@@ -111,7 +111,7 @@ def test_a_second_launch_on_a_live_workdir_is_refused_and_the_first_finishes(run
   assert re.search(rf"workdir {re.escape(reference)} is in use by a running job \(pid "
                    rf"{runs['ref'].proc.pid} on ", line), line
   with open(f"{reference}/metrics.jsonl") as f:  # the first run's records alone, in order
-    train_steps = [r["step"] for r in map(json.loads, f) if "loss" in r]
+    train_steps = [r["step"] for r in map(json.loads, f) if "train/loss" in r]
   assert train_steps == list(range(1, TOTAL + 1))
   assert len(glob.glob(f"{reference}/events.out.tfevents.*")) == 1
   assert not os.path.exists(f"{reference}/{workdir_lock.LOCK_FILE}")  # released at the end
