@@ -30,6 +30,9 @@ def get_config(method: str = "infopro", plugin: str = "none"):
   c.data.drop_remainder = False    # False keeps the partial last batch, as the reference loaders
   c.data.train_subset = 0          # >0: train on the first N training examples (CPU-scale runs)
   c.data.test_subset = 0           # >0: evaluate on the first N test examples (smoke tests)
+  c.data.validation_size = 0       # >0: hold N training examples out (the same N for every
+  #                                  seed) to select the best checkpoint (README "What a
+  #                                  workdir holds"); 0 = train on all, no best checkpoint
   c.data.augment = True
   c.data.on_bad_image = "fail"     # image_folder, undecodable files: fail | skip (both list paths)
 
