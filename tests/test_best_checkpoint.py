@@ -64,3 +64,13 @@ def test_a_resumed_run_drops_the_records_logged_after_its_checkpoint(tmp_path):
   events.Reload()
   assert [e.step for e in events.Tensors("train/loss")] == [2, 4]
   assert tb_events.drop_after(str(tmp_path), 4) == 0
+
+
+def test_the_final_line_gives_the_test_error_at_the_best_validation_error():
+  import launch
+  summary = {"method": "dgl", "executor": "fused", "model": "cifar_resnet8",
+             "dataset": "fashion_mnist", "num_modules": 3, "epochs": 4, "final_test_error": 20.5,
+             "best_test_error": 19.0, "best_epoch": 3, "best_validation_epoch": 2,
+             "test_error_at_best_validation": 21.25}
+  assert launch.final_line(summary).endswith(
+      "best 19.00% (epoch 3); at the best validation error (epoch 2) 21.25%")
