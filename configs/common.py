@@ -72,6 +72,7 @@ def get_config(method: str = "infopro", plugin: str = "none"):
   c.eval = ml_collections.ConfigDict()
   c.eval.bn_recompute_batches = 0  # >0: also evaluate with BN statistics re-estimated over this
   #                                  many augmented training batches (README "Two test errors")
+  c.eval.local_heads = True        # also the test accuracy of every local head (layer-wise)
   c.checkpoint_every_steps = 0     # 0: at the end of every epoch only
   c.max_checkpoints_to_keep = 3
   c.on_nonfinite = "stop"          # stop | skip (undo the step; costs a state copy per step)

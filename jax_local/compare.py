@@ -15,7 +15,9 @@ run, whose numbers mean nothing: its summary.json or hparams.json says so), net,
 modules), status (finished
 when summary.json exists), epochs (evaluated / planned), best and final test error (%, over the
 evaluations so far; with the running BN statistics, and, for runs with
-`eval.bn_recompute_batches` > 0, also with re-estimated ones: README "Two test errors"), the
+`eval.bn_recompute_batches` > 0, also with re-estimated ones: README "Two test errors"), for runs
+with a validation split the test error at the evaluation of lowest validation error (the first
+of equals, as the trainer's best checkpoint), the
 paper's error beside them for a run that reproduces a published row (same dataset, network,
 split, method and plug-in as a row of third_party/published_rows.csv: `jax_local.published`;
 top-1 [± std] [/ top-5], shown when some run matches), step time (s: median over the log steps of global batch / images per
@@ -52,12 +54,16 @@ MIB = 2.0 ** 20
 COLUMNS = (("run", "run"), ("method", "method"), ("dataset", "dataset"), ("net", "net"),
            ("split", "split"),
            ("status", "status"), ("epochs", "epochs"), ("best_test_error", "best err %"),
-           ("final_test_error", "final err %"), ("paper_error", "paper err %"),
+           ("final_test_error", "final err %"),
+           ("test_error_at_best_validation", "err % at best val."),
+           ("paper_error", "paper err %"),
            ("best_test_error_bn", "best err % (re-est. BN)"),
            ("final_test_error_bn", "final err % (re-est. BN)"),
            ("step_time_s", "step s"), ("peak_memory_mib", "peak MiB"))
-OPTIONAL = ("best_test_error_bn", "final_test_error_bn", "paper_error")  # shown when a row has one
-ERRORS = ("best_test_error", "final_test_error", "best_test_error_bn", "final_test_error_bn")
+OPTIONAL = ("best_test_error_bn", "final_test_error_bn", "paper_error",  # shown when a row has one
+            "test_error_at_best_validation")
+ERRORS = ("best_test_error", "final_test_error", "best_test_error_bn", "final_test_error_bn",
+          "test_error_at_best_validation")
 
 
 def _peak_memory_mib(records) -> float | None:
@@ -87,6 +93,7 @@ def read_run(workdir: str) -> dict:
   metrics = read_metrics(workdir)
   errors = [h["test_error"] for h in history]
   errors_bn = [h[f"test_error{REESTIMATED}"] for h in history if f"test_error{REESTIMATED}" in h]
+  validated = [h for h in history if "validation_error" in h]
   modules = (summary or {}).get("num_modules", hparams.get("num_modules"))
   mock = bool((summary or {}).get("mock") or hparams.get("mock_data"))
   batch = config.data.batch_size
@@ -111,6 +118,8 @@ def read_run(workdir: str) -> dict:
       "final_test_error": errors[-1] if errors else None,
       "best_test_error_bn": min(errors_bn) if errors_bn else None,
       "final_test_error_bn": errors_bn[-1] if errors_bn else None,
+      "test_error_at_best_validation": min(
+          validated, key=lambda h: h["validation_error"])["test_error"] if validated else None,
       "paper_error": None if row is None else published.format_error(row),
       "published_row": None if row is None else row.name,
       "seed": config.get("seed"),

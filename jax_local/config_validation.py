@@ -63,6 +63,7 @@ def validate_config(config, num_devices: int | None = None) -> None:
   _positive("log_every_steps", config.log_every_steps)
   _positive("eval_every_epochs", config.eval_every_epochs)
   integer("eval.bn_recompute_batches", config.get("eval", {}).get("bn_recompute_batches", 0), 0)
+  _choice("eval.local_heads", config.get("eval", {}).get("local_heads", True), (True, False))
   _positive("max_checkpoints_to_keep", config.max_checkpoints_to_keep)
   _choice("on_nonfinite", config.get("on_nonfinite", "stop"), divergence.MODES)
   fraction = config.get("max_skipped_fraction", 0.01)

@@ -29,15 +29,17 @@ def _local_terms(plan):
           if t.head != FINAL_HEAD]
 
 
-def make_eval_step(plan, mean, std, par: parallel.Parallel | None = None):
+def make_eval_step(plan, mean, std, par: parallel.Parallel | None = None,
+                   local_heads: bool = True):
   """(params, stats, batch) -> {"correct", "ce", "count": sums over the real examples of the
-  network's classifier, "local": {term: examples its head classified right}}.
+  network's classifier, "local": {term: examples its head classified right} (empty unless
+  `local_heads`, config.eval.local_heads: the heads cost a forward pass each)}.
 
   batch: {"image" [N, H, W, C] normalised, "label" int32 [N], "mask" float32 [N]}; mean / std:
   the dataset's normalisation (decoder heads read the de-normalised image). Padded rows get the
   label -1, which no head predicts, so a head's mean accuracy times N counts real rows only.
   With `par` the batch is a global array sharded over the mesh and the sums are global."""
-  local = _local_terms(plan)
+  local = _local_terms(plan) if local_heads else []
 
   def eval_step(params, stats, batch):
     mask = batch["mask"]
@@ -92,7 +94,7 @@ def evaluate_both(config, eval_step, batch_statistics, state, dataset, epoch: in
   and `bn_reestimate_seconds` is the time the re-estimation took."""
   batch_size = config.data.eval_batch_size
   result = evaluate(eval_step, state, dataset, batch_size, par)
-  if getattr(dataset, "validation", None) is not None:
+  if dataset.validation is not None:
     result.update(evaluate(eval_step, state, dataset, batch_size, par, "validation"))
   num_batches = config.eval.bn_recompute_batches
   if not num_batches:

@@ -115,6 +115,7 @@ def _train_and_evaluate(config, workdir, return_state, mock_examples, devices, t
   config_dict = json.loads(config.to_json())
   saved_config = run_log.read_json(os.path.join(workdir, "config.json"))
   changes = _report_config_changes(workdir, config_dict)
+  # signals handled before data loading, so a signal then is graceful
   with preemption.StopOnSignal() as stop, compile_log.logging_compiles():
     dataset = input_pipeline.build_dataset(config.data, config.seed, jax.process_index(),
                                            jax.process_count())
@@ -161,12 +162,13 @@ def _train_and_evaluate(config, workdir, return_state, mock_examples, devices, t
         config.get("on_nonfinite", "stop"),
         max_skipped=config.get("max_skipped_fraction", 0.01) * total_steps,
         skipped=before.get("skipped_steps", 0))
-    eval_step = evaluation.make_eval_step(plan, dataset.mean, dataset.std, par)
+    eval_step = evaluation.make_eval_step(plan, dataset.mean, dataset.std, par,
+                                          config.eval.get("local_heads", True))
     batch_statistics = bn_reestimate.make_batch_statistics(plan, par)
     writer = run_log.make_writer(workdir, jax.process_index() == 0)
     if start == 0:
       writer.write_hparams(run_info.hparams(config, plan.num_modules, mock_examples))
-    best = BestCheckpoint(workdir, history) if dataset.num_validation else None
+    best = BestCheckpoint(workdir, history) if dataset.validation is not None else None
     elapsed_before = before.get("elapsed_s", 0.0)
     try:
       def evaluate_fn(state, epoch):

@@ -306,6 +306,9 @@ def test_compare_reads_finished_and_interrupted_runs(tiny_runs, tmp_path, capsys
   assert stopped["best_test_error"] == h_stop[0]["test_error"]
   summary = _read_json(os.path.join(tiny_runs["dgl"], "summary.json"))
   assert done["best_test_error"] == pytest.approx(summary["best_test_error"], abs=0.005)
+  assert done["test_error_at_best_validation"] == pytest.approx(
+      summary["test_error_at_best_validation"], abs=0.005)
+  assert stopped["test_error_at_best_validation"] is None
   assert done["step_time_s"] > 0 and stopped["step_time_s"] > 0
   # the trainer logs its memory peak (CPU: the process's RSS high-water mark, bytes)
   rss = [json.loads(l)["peak_rss_bytes"] for l in open(os.path.join(tiny_runs["dgl"],
