@@ -43,10 +43,12 @@ class EventWriter:
     self._records.write(event.SerializeToString())
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-    """One event at `step` holding a float32 scalar summary per (name, value)."""
+    """One event at `step` holding a float32 scalar summary per (name, value), flushed, so a
+    killed run keeps them as it keeps its metrics.jsonl lines."""
     for name, value in scalars.items():
       summary = self._scalar_pb(name, float(value))
       self._add(self._event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+    self.flush()
 
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
     """The hparams plugin's session-start summary; values other than bool, int, float and
