@@ -101,6 +101,9 @@ def final_line(summary: dict) -> str:
           f"best {fmt(summary['best_test_error'])} (epoch {summary.get('best_epoch')})"
           + ("" if reestimated is None else
              f"; with re-estimated BN statistics {fmt(reestimated)}")
+          + ("" if "test_error_at_best_validation" not in summary else
+             f"; at the best validation error (epoch {summary['best_validation_epoch']}) "
+             f"{fmt(summary['test_error_at_best_validation'])}")
           + (f"; {summary['skipped_steps']} steps skipped" if summary.get("skipped_steps") else ""))
 
 

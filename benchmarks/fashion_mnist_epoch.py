@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 
 from configs import fashion_mnist_quickstart  # noqa: E402
-from jax_local import engine, experiment, train  # noqa: E402
+from jax_local import engine, evaluation, experiment  # noqa: E402
 from jax_local.data import input_pipeline  # noqa: E402
 from jax_local.train_state import init_state  # noqa: E402
 from benchmarks import timing  # noqa: E402
@@ -58,7 +58,8 @@ def main():
       state, metrics = step(state, batch)
     jax.block_until_ready(metrics)
     train_s = time.time() - t0
-    result = train.evaluate(train.make_eval_step(plan), state, dataset, 1000)
+    result = evaluation.evaluate(evaluation.make_eval_step(plan, dataset.mean, dataset.std), state,
+                                 dataset, 1000)
     runs[method] = dict(plan=plan, state=state, step=step, train_s=train_s, times=[],
                         modules=plan.num_modules, **result)
     print(f"{method}: {plan.description} | test error {result['test_error']:.2f}% | "

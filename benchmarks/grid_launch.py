@@ -26,6 +26,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from jax_local.metric_names import WEIGHTED_TOTAL  # noqa: E402
 DATASETS = ("cifar10", "svhn", "stl10")
 OVERRIDES = ("--config.data.batch_size=16", "--config.data.eval_batch_size=16",
              "--config.num_epochs=1", "--config.log_every_steps=1")
@@ -66,7 +68,7 @@ def run_config(name: str, root: str) -> dict:
   metrics = os.path.join(workdir, "metrics.jsonl")
   if os.path.exists(metrics):
     with open(metrics) as f:
-      losses = [r["loss"] for r in map(json.loads, f) if "loss" in r]
+      losses = [r[WEIGHTED_TOTAL] for r in map(json.loads, f) if WEIGHTED_TOTAL in r]
   row["losses"] = losses
   row["ok"] = (row["status"] == 0 and os.path.exists(summary_path) and len(losses) == 2
                and all(math.isfinite(x) for x in losses))

@@ -30,6 +30,9 @@ def get_config(method: str = "infopro", plugin: str = "none"):
   c.data.drop_remainder = False    # False keeps the partial last batch, as the reference loaders
   c.data.train_subset = 0          # >0: train on the first N training examples (CPU-scale runs)
   c.data.test_subset = 0           # >0: evaluate on the first N test examples (smoke tests)
+  c.data.validation_size = 0       # >0: hold N training examples out (the same N for every
+  #                                  seed) to select the best checkpoint (README "What a
+  #                                  workdir holds"); 0 = train on all, no best checkpoint
   c.data.augment = True
   c.data.on_bad_image = "fail"     # image_folder, undecodable files: fail | skip (both list paths)
 
@@ -69,6 +72,7 @@ def get_config(method: str = "infopro", plugin: str = "none"):
   c.eval = ml_collections.ConfigDict()
   c.eval.bn_recompute_batches = 0  # >0: also evaluate with BN statistics re-estimated over this
   #                                  many augmented training batches (README "Two test errors")
+  c.eval.local_heads = True        # also the test accuracy of every local head (layer-wise)
   c.checkpoint_every_steps = 0     # 0: at the end of every epoch only
   c.max_checkpoints_to_keep = 3
   c.on_nonfinite = "stop"          # stop | skip (undo the step; costs a state copy per step)

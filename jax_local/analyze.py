@@ -1,9 +1,9 @@
 """Analyse trained runs: linear probes and CKA per local module, with plots.
 
-  python -m jax_local.analyze probe --workdir=RUN_DIR [--workdir=RUN_DIR2 ...] [--out=probe.png]
-      [--train_examples=10000] [--test_examples=0] [--l2=1e-4] [--steps=200]
+  python -m jax_local.analyze probe --workdir=RUN_DIR [--workdir=RUN_DIR2 ...] [--out=probe.pdf]
+      [--train_examples=10000] [--test_examples=0] [--l2=1e-4] [--steps=200] [--dpi=300]
   python -m jax_local.analyze cka --workdir=RUN_A [--workdir=RUN_C ...] --reference=RUN_B
-      [--out=cka.png] [--examples=1000] [--features=flat|pooled]
+      [--out=cka.pdf] [--examples=1000] [--features=flat|pooled] [--dpi=300]
 
 probe: freezes each run (newest checkpoint, eval-mode BatchNorm), computes every module's
 globally average-pooled output once on the first `train_examples` images of the run's training
@@ -15,8 +15,11 @@ reference run's outputs at the same blocks, on the first `examples` test images.
 the whole feature maps (flattened), `pooled` their spatial averages.
 
 Which modules (BP runs are cut at their config's split) and which features (the last module's is
-the classifier's input): `jax_local/analysis/run_loading.py`. Each plot is a PNG with a CSV of
-its numbers next to it (`jax_local/plots.py`); the tables are printed.
+the classifier's input): `jax_local/analysis/run_loading.py`. Each plot is a figure one paper
+column wide, its format from the extension of `--out` (.pdf, .svg, .png), with a CSV of its
+numbers next to it (`jax_local/plots.py`); without `--out` it goes to `analysis/probe.pdf` or
+`analysis/cka.pdf` inside the first run's workdir (never the current directory). The tables are
+printed.
 """
 from __future__ import annotations
 
@@ -114,17 +117,17 @@ def _series(rows, runs, key, scale=1.0):
   return out
 
 
-def plot_probe(rows, runs, png_path: str):
+def plot_probe(rows, runs, png_path: str, dpi: int = plots.DPI):
   xs, names = _x_axis(runs)
   n_train, n_test = rows[0]["train_examples"], rows[0]["test_examples"]
   return plots.line_plot(
       png_path, _series(rows, runs, "probe_test_accuracy", 100.0),
       "module (last block)", "linear-probe test accuracy (%)",
       f"Linear probe on pooled module outputs ({n_train} train / {n_test} test images)",
-      xticks=(xs, names))
+      xticks=(xs, names), dpi=dpi)
 
 
-def plot_cka(rows, runs, png_path: str):
+def plot_cka(rows, runs, png_path: str, dpi: int = plots.DPI):
   xs, names = _x_axis(runs)
   r0 = rows[0]
   low = max(0.0, np.floor((min(r["cka"] for r in rows) - 0.02) * 20) / 20)  # to 0.05 below
@@ -132,7 +135,7 @@ def plot_cka(rows, runs, png_path: str):
       png_path, _series(rows, runs, "cka"), "module (last block)",
       f"linear CKA to {r0['reference']} [0-1]",
       f"Linear CKA per module, {r0['features']} features, {r0['examples']} test images",
-      xticks=(xs, names), ylim=(low, 1.005))
+      xticks=(xs, names), ylim=(low, 1.005), dpi=dpi)
 
 
 def format_rows(rows, columns) -> str:
@@ -157,7 +160,9 @@ def main(argv=None) -> int:
   p = sub.add_parser("probe", help="linear probe per module")
   p.add_argument("--workdir", action="append", required=True,
                  help="run directory (repeat, or comma-separate, for several runs)")
-  p.add_argument("--out", default="probe.png", help="PNG path; the CSV goes next to it")
+  p.add_argument("--out", default="", help="figure path (.pdf, .svg, .png; the CSV goes next "
+                 "to it); default: analysis/probe.pdf in the first run's workdir")
+  p.add_argument("--dpi", type=int, default=plots.DPI, help="resolution of a .png figure")
   p.add_argument("--train_examples", type=int, default=10000,
                  help="first N images of the run's training set (0: all)")
   p.add_argument("--test_examples", type=int, default=0, help="first N test images (0: all)")
@@ -168,11 +173,18 @@ def main(argv=None) -> int:
   c.add_argument("--workdir", action="append", required=True,
                  help="run directory (repeat, or comma-separate, for several runs)")
   c.add_argument("--reference", required=True, help="reference run directory (e.g. BP)")
-  c.add_argument("--out", default="cka.png", help="PNG path; the CSV goes next to it")
+  c.add_argument("--out", default="", help="figure path (.pdf, .svg, .png; the CSV goes next "
+                 "to it); default: analysis/cka.pdf in the first run's workdir")
+  c.add_argument("--dpi", type=int, default=plots.DPI, help="resolution of a .png figure")
   c.add_argument("--examples", type=int, default=1000, help="first N test images")
   c.add_argument("--features", choices=("flat", "pooled"), default="flat")
   c.add_argument("--data_dir", default="", help="override the runs' data.tfds_data_dir")
   args = ap.parse_args(argv)
+  out = args.out or os.path.join(_workdirs(args.workdir)[0], "analysis", f"{args.command}.pdf")
+  try:
+    plots.figure_format(out)
+  except ValueError as e:
+    ap.error(str(e))  # one line, exit status 2
 
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's read-only notices
@@ -190,12 +202,12 @@ def main(argv=None) -> int:
       rows = probe_runs(runs, args.train_examples, args.test_examples, args.l2, args.steps)
       print(format_rows(rows, ["run", "step", "module", "block", "dim", "probe_train_accuracy",
                                "probe_test_accuracy", "network_test_accuracy"]))
-      png, csv = plot_probe(rows, runs, args.out)
+      png, csv = plot_probe(rows, runs, out, args.dpi)
     else:
       reference = load(args.reference)
       rows = cka_runs(runs, reference, args.examples, args.features)
       print(format_rows(rows, ["run", "module", "block", "feature_dim", "cka"]))
-      png, csv = plot_cka(rows, runs, args.out)
+      png, csv = plot_cka(rows, runs, out, args.dpi)
   except run_loading.RunError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -1,7 +1,7 @@
 """One table over finished or running runs, and their test-accuracy curves.
 
   python -m jax_local.compare RUN_DIR [RUN_DIR ...] [--format=text|markdown|csv]
-      [--plot=compare.png]
+      [--plot=FIGURE.pdf|.svg|.png] [--dpi=300]
 
 Reads only what a run writes (`jax_local/train.py`): config.json (method, plugin, network, split,
 epochs planned, batch), history.json (one test evaluation per epoch), metrics.jsonl (images/s
@@ -15,15 +15,19 @@ run, whose numbers mean nothing: its summary.json or hparams.json says so), net,
 modules), status (finished
 when summary.json exists), epochs (evaluated / planned), best and final test error (%, over the
 evaluations so far; with the running BN statistics, and, for runs with
-`eval.bn_recompute_batches` > 0, also with re-estimated ones: README "Two test errors"), the
+`eval.bn_recompute_batches` > 0, also with re-estimated ones: README "Two test errors"), for runs
+with a validation split the test error at the evaluation of lowest validation error (the first
+of equals, as the trainer's best checkpoint), the
 paper's error beside them for a run that reproduces a published row (same dataset, network,
 split, method and plug-in as a row of third_party/published_rows.csv: `jax_local.published`;
 top-1 [± std] [/ top-5], shown when some run matches), step time (s: median over the log steps of global batch / images per
 second; the median discounts the log steps that include compilation or evaluation) and peak
 memory (MiB): the largest `*peak*bytes*` / `*peak*mib*` scalar of the run's metrics.jsonl or
 summary.json, which the trainer logs at every log step (`memory.peak_memory_record`: the device
-peak on a GPU, the process's resident-set high-water mark on a CPU), else n/a. The PNG plots
-test accuracy (%) per epoch for every run; its CSV sits next to it.
+peak on a GPU, the process's resident-set high-water mark on a CPU), else n/a. `--plot` names a
+figure of the test accuracy (%) per epoch of every run (one paper column wide, format from the
+extension), with its CSV next to it; without it no figure is written (never one in the current
+directory unasked).
 
 Seeds: runs whose config.json files differ in `seed` only form one row (`--no-group_seeds`
 keeps them apart). Its run cell is "<first run> (n seeds)", its errors are "mean ± std
@@ -41,7 +45,7 @@ import os
 import statistics
 import sys
 
-from jax_local import plots, published
+from jax_local import metric_names, plots, published
 from jax_local.run_log import REESTIMATED
 from jax_local.analysis.run_records import (RunError, method_label, read_config, read_json,
                                             read_metrics)
@@ -50,12 +54,16 @@ MIB = 2.0 ** 20
 COLUMNS = (("run", "run"), ("method", "method"), ("dataset", "dataset"), ("net", "net"),
            ("split", "split"),
            ("status", "status"), ("epochs", "epochs"), ("best_test_error", "best err %"),
-           ("final_test_error", "final err %"), ("paper_error", "paper err %"),
+           ("final_test_error", "final err %"),
+           ("test_error_at_best_validation", "err % at best val."),
+           ("paper_error", "paper err %"),
            ("best_test_error_bn", "best err % (re-est. BN)"),
            ("final_test_error_bn", "final err % (re-est. BN)"),
            ("step_time_s", "step s"), ("peak_memory_mib", "peak MiB"))
-OPTIONAL = ("best_test_error_bn", "final_test_error_bn", "paper_error")  # shown when a row has one
-ERRORS = ("best_test_error", "final_test_error", "best_test_error_bn", "final_test_error_bn")
+OPTIONAL = ("best_test_error_bn", "final_test_error_bn", "paper_error",  # shown when a row has one
+            "test_error_at_best_validation")
+ERRORS = ("best_test_error", "final_test_error", "best_test_error_bn", "final_test_error_bn",
+          "test_error_at_best_validation")
 
 
 def _peak_memory_mib(records) -> float | None:
@@ -85,11 +93,12 @@ def read_run(workdir: str) -> dict:
   metrics = read_metrics(workdir)
   errors = [h["test_error"] for h in history]
   errors_bn = [h[f"test_error{REESTIMATED}"] for h in history if f"test_error{REESTIMATED}" in h]
+  validated = [h for h in history if "validation_error" in h]
   modules = (summary or {}).get("num_modules", hparams.get("num_modules"))
   mock = bool((summary or {}).get("mock") or hparams.get("mock_data"))
   batch = config.data.batch_size
   step_times = [batch / m["images_per_sec"] for m in metrics if (m.get("images_per_sec") or 0) > 0]
-  train_steps = [m["step"] for m in metrics if "loss" in m]
+  train_steps = [m["step"] for m in metrics if any(k in m for k in metric_names.TRAIN_ROW_KEYS)]
   row = published.match(config.data.name, config.model.arch, config.model.depth,
                         config.split.preset, config.method.name,
                         config.method.get("plugin", "none"))
@@ -109,6 +118,8 @@ def read_run(workdir: str) -> dict:
       "final_test_error": errors[-1] if errors else None,
       "best_test_error_bn": min(errors_bn) if errors_bn else None,
       "final_test_error_bn": errors_bn[-1] if errors_bn else None,
+      "test_error_at_best_validation": min(
+          validated, key=lambda h: h["validation_error"])["test_error"] if validated else None,
       "paper_error": None if row is None else published.format_error(row),
       "published_row": None if row is None else row.name,
       "seed": config.get("seed"),
@@ -217,7 +228,7 @@ def format_table(rows, fmt: str = "text") -> str:
   return "\n".join(lines + ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells])
 
 
-def plot_curves(rows, png_path: str, reestimated: bool = False):
+def plot_curves(rows, png_path: str, reestimated: bool = False, dpi: int = plots.DPI):
   """Test accuracy per epoch (with running BN statistics, or the re-estimated ones); a seed
   group is its mean with ± std error bars."""
   key = "curve_bn" if reestimated else "curve"
@@ -227,7 +238,7 @@ def plot_curves(rows, png_path: str, reestimated: bool = False):
   stats = "re-estimated" if reestimated else "running"
   return plots.line_plot(png_path, series, "epoch", "test accuracy (%)",
                          f"Test accuracy per epoch, {stats} BN statistics ({', '.join(datasets)})",
-                         integer_x=True)
+                         integer_x=True, dpi=dpi)
 
 
 def main(argv=None) -> int:
@@ -235,9 +246,10 @@ def main(argv=None) -> int:
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
   ap.add_argument("--format", choices=("text", "markdown", "csv"), default="text")
-  ap.add_argument("--plot", default="compare.png",
+  ap.add_argument("--plot", default="",
                   help="figure of the test-accuracy curves, format from the extension (.png, "
-                       ".pdf, .svg; CSV next to it); empty: no plot")
+                       ".pdf, .svg; CSV next to it); default: no figure")
+  ap.add_argument("--dpi", type=int, default=plots.DPI, help="resolution of a .png figure")
   ap.add_argument("--plot_bn", choices=("running", "reestimated"), default="running",
                   help="which test accuracy the plot draws")
   ap.add_argument("--group_seeds", action=argparse.BooleanOptionalAction, default=True,
@@ -257,7 +269,7 @@ def main(argv=None) -> int:
     rows = group_seeds(rows)
   print(format_table(rows, args.format))
   if args.plot:
-    png, csv_file = plot_curves(rows, args.plot, args.plot_bn == "reestimated")
+    png, csv_file = plot_curves(rows, args.plot, args.plot_bn == "reestimated", args.dpi)
     print(f"wrote {png} and {csv_file}", file=sys.stderr)
   return 0
 

@@ -31,6 +31,7 @@ def validate_config(config, num_devices: int | None = None) -> None:
   if config.data.train_subset < 0:
     raise ConfigError(f"config.data.train_subset={config.data.train_subset} must be >= 0 "
                       "(0 = the whole training split)")
+  _validation_size(config.data)
   devices = jax.device_count() if num_devices is None else num_devices
   processes = jax.process_count()
   for field in ("batch_size", "eval_batch_size"):
@@ -62,6 +63,7 @@ def validate_config(config, num_devices: int | None = None) -> None:
   _positive("log_every_steps", config.log_every_steps)
   _positive("eval_every_epochs", config.eval_every_epochs)
   integer("eval.bn_recompute_batches", config.get("eval", {}).get("bn_recompute_batches", 0), 0)
+  _choice("eval.local_heads", config.get("eval", {}).get("local_heads", True), (True, False))
   _positive("max_checkpoints_to_keep", config.max_checkpoints_to_keep)
   _choice("on_nonfinite", config.get("on_nonfinite", "stop"), divergence.MODES)
   fraction = config.get("max_skipped_fraction", 0.01)
@@ -75,6 +77,20 @@ def validate_config(config, num_devices: int | None = None) -> None:
   except ValueError as e:
     raise ConfigError(str(e)) from None
   validate_method(config.method, split)
+
+
+def _validation_size(data) -> None:
+  """data.validation_size: an integer >= 0, below the training examples it is carved from, and
+  0 for ImageNet (streamed, so nothing can be held out of it)."""
+  size = data.get("validation_size", 0)
+  integer("data.validation_size", size, 0)
+  if size and data.name == "imagenet2012":
+    raise ConfigError("config.data.validation_size must be 0 for data.name='imagenet2012' "
+                      "(its training set is streamed and cannot be split)")
+  available = data.train_subset or catalog.DATASETS[data.name].num_train
+  if size and available is not None and size >= available:
+    raise ConfigError(f"config.data.validation_size={size} leaves no training examples of the "
+                      f"{available} available; use a value in [0, {available - 1}]")
 
 
 def owner(field: str) -> str | None:

@@ -3,6 +3,11 @@
 `line_plot("x/probe.png", ...)` writes `x/probe.png` and `x/probe.csv`; the figure's format comes
 from its extension (`FORMATS`: .png, .pdf, .svg), so `x/probe.pdf` is a PDF. Figures are drawn on the
 Agg canvas directly (no pyplot, no global backend state), so they work headless and inside tests.
+
+Sizes fit a paper: a line plot is one column of a two-column page wide (`COLUMN_WIDTH` inches)
+with 8-point text, so it goes into a paper at 100 % without rescaling its fonts; a bar chart of
+many groups widens up to a full text width (`TEXT_WIDTH`). `dpi` only matters for PNG (PDF and
+SVG are vector); `DPI` is print resolution.
 """
 from __future__ import annotations
 
@@ -16,8 +21,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-DPI = 100
+DPI = 300
 FORMATS = ("png", "pdf", "svg")
+COLUMN_WIDTH = 3.4   # inches: one column of a two-column paper
+TEXT_WIDTH = 7.0     # inches: the text width of a two-column paper
+FONT_SIZE = 8        # points
+
 
 
 @dataclasses.dataclass
@@ -45,10 +54,18 @@ def write_csv(path: str, header: Sequence[str], rows: Sequence[Sequence]) -> str
   return path
 
 
-def _figure(size=(6.4, 4.0)):
+def _figure(size=(COLUMN_WIDTH, 0.7 * COLUMN_WIDTH)):
   fig = Figure(figsize=size, dpi=DPI)
   FigureCanvasAgg(fig)
   return fig
+
+
+def _style(ax) -> None:
+  """8-point text on every label of `ax`."""
+  ax.tick_params(labelsize=FONT_SIZE - 1)
+  ax.xaxis.label.set_size(FONT_SIZE)
+  ax.yaxis.label.set_size(FONT_SIZE)
+  ax.title.set_size(FONT_SIZE)
 
 
 def figure_format(path: str) -> str:
@@ -60,18 +77,19 @@ def figure_format(path: str) -> str:
   return ext
 
 
-def _save(fig, path: str) -> None:
+def _save(fig, path: str, dpi: int) -> None:
   fmt = figure_format(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.tight_layout()
-  fig.savefig(path, format=fmt, dpi=DPI)
+  fig.tight_layout(pad=0.3)
+  fig.savefig(path, format=fmt, dpi=dpi)
 
 
 def line_plot(png_path: str, series: Sequence[Series], xlabel: str, ylabel: str, title: str,
               xticks: tuple[Sequence[float], Sequence[str]] | None = None,
               ylim: tuple[float, float] | None = None,
-              integer_x: bool = False) -> tuple[str, str]:
-  """Lines with markers, one per series, legend, grid; returns (png, csv) paths.
+              integer_x: bool = False, dpi: int = DPI) -> tuple[str, str]:
+  """Lines with markers, one per series, legend, grid, one paper column wide; returns (figure,
+  csv) paths.
 
   The CSV has one row per point: series, x, x_name (if given), y, and y_std when a series has
   error bars.
@@ -80,24 +98,25 @@ def line_plot(png_path: str, series: Sequence[Series], xlabel: str, ylabel: str,
   ax = fig.add_subplot(1, 1, 1)
   for s in series:
     if s.y_std is not None:
-      ax.errorbar(list(s.x), list(s.y), yerr=list(s.y_std), marker="o", markersize=4,
-                  capsize=3, label=s.label)
+      ax.errorbar(list(s.x), list(s.y), yerr=list(s.y_std), marker="o", markersize=3,
+                  capsize=2, linewidth=1, label=s.label)
     else:
-      ax.plot(list(s.x), list(s.y), marker="o", markersize=4, label=s.label)
+      ax.plot(list(s.x), list(s.y), marker="o", markersize=3, linewidth=1, label=s.label)
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
-  ax.set_title(title, fontsize=10)
+  ax.set_title(title)
+  _style(ax)
   if xticks is not None:
     ax.set_xticks(list(xticks[0]))
-    ax.set_xticklabels(list(xticks[1]), fontsize=8)
+    ax.set_xticklabels(list(xticks[1]), fontsize=FONT_SIZE - 1)
   if ylim is not None:
     ax.set_ylim(*ylim)
   if integer_x:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   ax.grid(True, alpha=0.3)
   if series:
-    ax.legend(fontsize=8)
-  _save(fig, png_path)
+    ax.legend(fontsize=FONT_SIZE - 1)
+  _save(fig, png_path, dpi)
   rows = []
   with_std = any(s.y_std is not None for s in series)
   for s in series:
@@ -112,11 +131,13 @@ def line_plot(png_path: str, series: Sequence[Series], xlabel: str, ylabel: str,
 
 def grouped_bar_chart(png_path: str, groups: Sequence[str], bars: Sequence[str],
                       values: Mapping[tuple[str, str], float], xlabel: str, ylabel: str,
-                      title: str, annotate: bool = True) -> tuple[str, str]:
+                      title: str, annotate: bool = True, dpi: int = DPI) -> tuple[str, str]:
   """One cluster of bars per group (e.g. a config), one bar per name in `bars` (e.g. bp, fused);
-  missing or NaN values are left out. The CSV has one row per group, one column per bar."""
+  missing or NaN values are left out; one column wide, widening with the bars up to the text
+  width. The CSV has one row per group, one column per bar."""
   width = 0.8 / max(len(bars), 1)
-  fig = _figure((max(6.4, 1.1 * len(groups) * max(len(bars), 1) * 0.45 + 2.0), 4.2))
+  wide = min(TEXT_WIDTH, max(COLUMN_WIDTH, 0.25 * len(groups) * max(len(bars), 1) + 1.0))
+  fig = _figure((wide, 0.7 * COLUMN_WIDTH))
   ax = fig.add_subplot(1, 1, 1)
   for j, bar in enumerate(bars):
     xs, ys = [], []
@@ -127,16 +148,17 @@ def grouped_bar_chart(png_path: str, groups: Sequence[str], bars: Sequence[str],
         ys.append(v)
     rects = ax.bar(xs, ys, width=width, label=bar)
     if annotate:
-      ax.bar_label(rects, fmt="%.0f", fontsize=7)
+      ax.bar_label(rects, fmt="%.0f", fontsize=FONT_SIZE - 2)
   ax.set_xticks(list(range(len(groups))))
-  ax.set_xticklabels(list(groups), fontsize=8, rotation=20 if len(groups) > 3 else 0,
+  ax.set_xticklabels(list(groups), rotation=20 if len(groups) > 3 else 0,
                      ha="right" if len(groups) > 3 else "center")
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
-  ax.set_title(title, fontsize=10)
+  ax.set_title(title)
+  _style(ax)
   ax.grid(True, axis="y", alpha=0.3)
-  ax.legend(fontsize=8)
-  _save(fig, png_path)
+  ax.legend(fontsize=FONT_SIZE - 1)
+  _save(fig, png_path, dpi)
   rows = [[g, *[values.get((g, b), "") for b in bars]] for g in groups]
   path = write_csv(csv_path(png_path), ["group", *bars], rows)
   return png_path, path

@@ -1,5 +1,6 @@
 """What a run's summary says about the run itself: its method label, its parameter counts, and
-the software it ran with (JAX and Flax versions, the git commit of this repository)."""
+the software it ran with (JAX and Flax versions, the git commit of this repository); and the
+flat hyperparameter fields its TensorBoard HParams entry holds."""
 from __future__ import annotations
 
 import os
@@ -45,3 +46,22 @@ def software() -> dict:
   import flax
   return {"jax_version": jax.__version__, "flax_version": flax.__version__,
           "git_commit": git_commit()}
+
+
+def hparams(config, num_modules: int, mock_examples: int = 0) -> dict:
+  """The run's TensorBoard HParams fields, one flat value each, so runs can be filtered and
+  sorted by method, plug-in, K, learning rate, batch or seed (config.json holds the rest)."""
+  return {
+      "method": method_label(config), "base_method": config.method.name,
+      "plugin": config.method.get("plugin", "none") or "none", "executor": config.executor,
+      "dataset": config.data.name, "model": f"{config.model.arch}{config.model.depth}",
+      "split": config.split.preset, "num_modules": num_modules,
+      "optimizer": config.optim.name, "lr": config.optim.lr,
+      "weight_decay": config.optim.weight_decay, "schedule": config.optim.schedule,
+      "batch_size": config.data.batch_size, "num_epochs": config.num_epochs,
+      "train_subset": config.data.train_subset,
+      "validation_size": config.data.get("validation_size", 0),
+      "dtype": config.model.get("dtype", "float32"),
+      "bn_recompute_batches": config.eval.bn_recompute_batches, "seed": config.seed,
+      "mock_data": mock_examples,
+  }

@@ -8,6 +8,8 @@ and a TensorBoard event writer (`tb_events`, no TensorFlow; left out with one wa
 `tensorboard` is not installed), elsewhere a writer that drops everything. `history.json` holds
 one entry per evaluation and is rewritten atomically (write to a temporary file, then rename).
 `config.json` is the config of the run; `config_diff` lists what a resumed run changed.
+`drop_records_after(workdir, step)` removes from metrics.jsonl and the TensorBoard events what a
+crashed launch logged after the checkpoint that the next launch resumes from.
 """
 from __future__ import annotations
 
@@ -108,6 +110,33 @@ def make_writer(workdir: str, is_main: bool) -> MultiWriter:
   events = tb_events.make_event_writer(workdir)
   return MultiWriter([JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
                       *([events] if events is not None else [])])
+
+
+def drop_records_after(workdir: str, step: int) -> int:
+  """Removes the metrics.jsonl lines and TensorBoard events of steps after `step` (rewriting
+  the files atomically); returns how many records were dropped."""
+  from jax_local import tb_events
+  path = os.path.join(workdir, "metrics.jsonl")
+  dropped = 0
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      lines = [line for line in f if line.strip()]
+    keep = [line for line in lines if _step_of(line) <= step]
+    if len(keep) < len(lines):
+      dropped = len(lines) - len(keep)
+      tmp = f"{path}.tmp.{os.getpid()}"
+      with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(keep)
+      os.replace(tmp, path)
+  return dropped + tb_events.drop_after(workdir, step)
+
+
+def _step_of(line: str) -> float:
+  """The step of a metrics.jsonl line; infinity for a line cut short by a crash (dropped)."""
+  try:
+    return json.loads(line)["step"]
+  except (ValueError, KeyError):
+    return math.inf
 
 
 def write_json_atomic(path: str, obj) -> None:

@@ -8,7 +8,8 @@ plugin's tensor summary, float32, as `tf.summary.scalar` writes it) and one hpar
 resolves `tensorboard.compat.tf` (which would import TensorFlow where it is installed).
 
 `make_event_writer(logdir)` returns an `EventWriter`, or None with one warning when the
-`tensorboard` package is not installed (runs then keep metrics.jsonl only).
+`tensorboard` package is not installed (runs then keep metrics.jsonl only). `drop_after(logdir,
+step)` rewrites the event files of a resumed run without the records of later steps.
 """
 from __future__ import annotations
 
@@ -42,10 +43,12 @@ class EventWriter:
     self._records.write(event.SerializeToString())
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-    """One event at `step` holding a float32 scalar summary per (name, value)."""
+    """One event at `step` holding a float32 scalar summary per (name, value), flushed, so a
+    killed run keeps them as it keeps its metrics.jsonl lines."""
     for name, value in scalars.items():
       summary = self._scalar_pb(name, float(value))
       self._add(self._event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+    self.flush()
 
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
     """The hparams plugin's session-start summary; values other than bool, int, float and
@@ -60,6 +63,36 @@ class EventWriter:
   def close(self) -> None:
     if not self._records.closed:
       self._records.close()
+
+
+def drop_after(logdir: str, step: int) -> int:
+  """Rewrites each event file in `logdir` without the events of steps after `step` (what a
+  crashed launch logged past its last checkpoint, which the resumed run logs again); each file
+  is replaced atomically. Returns the number of events dropped (0 without `tensorboard`)."""
+  try:
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+  except ImportError:
+    return 0
+  dropped = 0
+  for name in sorted(os.listdir(logdir)) if os.path.isdir(logdir) else []:
+    path = os.path.join(logdir, name)
+    if not name.startswith("events.out.tfevents.") or not os.path.isfile(path):
+      continue
+    records = list(RawEventFileLoader(path).Load())
+    keep = [r for r in records if event_pb2.Event.FromString(r).step <= step]
+    if len(keep) == len(records):
+      continue
+    dropped += len(records) - len(keep)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "wb") as f:
+      writer = RecordWriter(f)
+      for record in keep:
+        writer.write(record)
+      writer.flush()
+    os.replace(tmp, path)
+  return dropped
 
 
 def make_event_writer(logdir: str) -> EventWriter | None:

@@ -1,10 +1,13 @@
 """train_and_evaluate(config, workdir): build, resume, train, evaluate, checkpoint, summarise.
 
 Reads top to bottom: validate the config, take the workdir lock (`workdir_lock`, process 0),
-load data, build the experiment (`experiment.build`), initialise or restore the state, then loop over epochs (`_loop`). The
-workdir holds `run.lock` while the run is live, `checkpoints/`, `metrics.jsonl` (every logged
-scalar), `history.json` (one entry per evaluation), `config.json`, TensorBoard event files and, at
-the end, `summary.json` (`summarise`).
+load data, build the experiment (`experiment.build`), initialise or restore the state (dropping
+the metric records a crashed launch wrote past its last checkpoint), then loop over epochs
+(`_loop`), logging each XLA compilation (`compile_log`). The workdir holds `run.lock` while the
+run is live, `checkpoints/`, `best_checkpoint/` (with `data.validation_size` > 0: the evaluation
+of lowest validation error, `BestCheckpoint`), `metrics.jsonl` (every logged scalar, under the
+names of `metric_names`), `history.json` (one entry per evaluation, `evaluation`), `config.json`,
+TensorBoard event files and, at the end, `summary.json` (`summarise`).
 
 Scale (README "Running on clusters"): `parallel.Parallel` puts every device of every process on a
 `data` mesh axis; batches become global arrays sharded along it, the state is replicated, and the
@@ -25,70 +28,18 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jax_local import (bn_reestimate, checkpointing, config_validation, divergence, experiment,
-                       memory, parallel, preemption, run_info, run_log, workdir_lock)
+from jax_local import (bn_reestimate, checkpointing, compile_log, config_validation, divergence,
+                       evaluation, experiment, memory, metric_names, parallel, preemption,
+                       run_info, run_log, workdir_lock)
 from jax_local.data import input_pipeline
 from jax_local import engine
-from jax_local.engine import forward
 from jax_local.run_log import LOG
 from jax_local.train_state import init_state
 
 
-def make_eval_step(plan, par: parallel.Parallel | None = None):
-  """(params, stats, batch) -> (sum of correct, sum of CE, number of real examples).
-
-  With `par`, the batch is a global array sharded over the mesh and the sums are over the
-  global batch (every process gets them, replicated)."""
-
-  def eval_step(params, stats, batch):
-    logits = forward.evaluate_logits(plan, params, stats, batch["image"]).astype(jnp.float32)
-    mask = batch["mask"]
-    labels = batch["label"]
-    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-    ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
-    return jnp.sum(correct * mask), jnp.sum(ce * mask), jnp.sum(mask)
-
-  return jax.jit(eval_step) if par is None else par.eval_step(eval_step)
-
-
-def evaluate(eval_step, state, dataset, batch_size,
-             par: parallel.Parallel | None = None) -> dict[str, float]:
-  """Test metrics over the whole split: each process feeds its local rows (padding masked), the
-  sums are global, so every example counts once whatever the process count."""
-  totals = np.zeros(3)
-  batches = dataset.eval_batches(batch_size)
-  for batch in (batches if par is None else par.prefetch(batches)):
-    totals += np.asarray(jax.device_get(eval_step(state.params, state.batch_stats, batch)))
-  correct, ce, count = totals
-  return {"test_accuracy": correct / count, "test_error": 100.0 * (1 - correct / count),
-          "test_loss": ce / count, "test_examples": int(count)}
-
-
 REESTIMATED = run_log.REESTIMATED
-
-
-def evaluate_both(config, eval_step, batch_statistics, state, dataset, epoch: int,
-                  par: parallel.Parallel) -> dict[str, float]:
-  """Test metrics with the running BN statistics and, when `eval.bn_recompute_batches` > 0,
-  also with statistics re-estimated over that many augmented training batches of `epoch`'s
-  order (`bn_reestimate`); those metrics carry the suffix `REESTIMATED`, and
-  `bn_reestimate_seconds` is the time the re-estimation took."""
-  result = evaluate(eval_step, state, dataset, config.data.eval_batch_size, par)
-  num_batches = config.eval.bn_recompute_batches
-  if not num_batches:
-    return result
-  batches = par.prefetch(dataset.train_batches(epoch, 0, config.data.batch_size, True))
-  stats, used, seconds = bn_reestimate.reestimate(batch_statistics, state.params,
-                                                  state.batch_stats, batches, num_batches)
-  stats = par.put_replicated(stats)
-  again = evaluate(eval_step, state.replace(batch_stats=stats), dataset,
-                   config.data.eval_batch_size, par)
-  result.update({f"{k}{REESTIMATED}": v for k, v in again.items() if k != "test_examples"})
-  result.update(bn_reestimate_batches=used, bn_reestimate_seconds=seconds)
-  return result
 
 
 def format_eta(seconds: float) -> str:
@@ -162,8 +113,10 @@ def train_and_evaluate(config, workdir: str, return_state: bool = False, mock_ex
 def _train_and_evaluate(config, workdir, return_state, mock_examples, devices, t_start):
   os.makedirs(workdir, exist_ok=True)
   config_dict = json.loads(config.to_json())
+  saved_config = run_log.read_json(os.path.join(workdir, "config.json"))
   changes = _report_config_changes(workdir, config_dict)
-  with preemption.StopOnSignal() as stop:  # before data loading, so a signal then is graceful
+  # signals handled before data loading, so a signal then is graceful
+  with preemption.StopOnSignal() as stop, compile_log.logging_compiles():
     dataset = input_pipeline.build_dataset(config.data, config.seed, jax.process_index(),
                                            jax.process_count())
     exp = experiment.build(config, dataset)
@@ -192,6 +145,13 @@ def _train_and_evaluate(config, workdir, return_state, mock_examples, devices, t
       state = par.init(init_fn, rng)
     start = int(state.step)
     history = [h for h in history if h["step"] <= start]
+    if jax.process_index() == 0:
+      dropped = run_log.drop_records_after(workdir, start)
+      if dropped:
+        LOG.info("dropped %d metric records of steps after %d, logged by the previous launch "
+                 "past its last checkpoint", dropped, start)
+    if start and saved_config is not None:
+      _warn_changed_horizon(saved_config, config, schedule, start)
     before = history[-1] if history else {}  # what the launches before this one counted
     _save_config(workdir, config_dict, bool(changes), start)
 
@@ -202,25 +162,30 @@ def _train_and_evaluate(config, workdir, return_state, mock_examples, devices, t
         config.get("on_nonfinite", "stop"),
         max_skipped=config.get("max_skipped_fraction", 0.01) * total_steps,
         skipped=before.get("skipped_steps", 0))
-    eval_step = make_eval_step(plan, par)
+    eval_step = evaluation.make_eval_step(plan, dataset.mean, dataset.std, par,
+                                          config.eval.get("local_heads", True))
     batch_statistics = bn_reestimate.make_batch_statistics(plan, par)
     writer = run_log.make_writer(workdir, jax.process_index() == 0)
     if start == 0:
-      writer.write_hparams({"config": config.to_json(), "num_modules": plan.num_modules,
-                            **({"mock_data": mock_examples} if mock_examples else {})})
+      writer.write_hparams(run_info.hparams(config, plan.num_modules, mock_examples))
+    best = BestCheckpoint(workdir, history) if dataset.validation is not None else None
     elapsed_before = before.get("elapsed_s", 0.0)
     try:
       def evaluate_fn(state, epoch):
-        result = evaluate_both(config, eval_step, batch_statistics, state, dataset, epoch, par)
+        result = evaluation.evaluate_both(config, eval_step, batch_statistics, state, dataset,
+                                          epoch, par)
         result.update(skipped_steps=guard.skipped,
                       elapsed_s=elapsed_before + time.time() - t_start)
         return result
 
-      history, state = _loop(config, dataset, state, train_step, guard, evaluate_fn, writer,
-                             ckpt, stop, history, history_path, steps_per_epoch, par)
+      history, state = _loop(config, plan, dataset, state, train_step, guard, evaluate_fn,
+                             writer, ckpt, best, stop, history, history_path, steps_per_epoch,
+                             par)
     finally:
       writer.close()
       ckpt.close()  # waits for the last (good) checkpoint, also when stopping on an error
+      if best is not None:
+        best.close()
 
   summary = summarise(config, plan, history, state.params,
                       history[-1]["elapsed_s"] if history and "elapsed_s" in history[-1]
@@ -231,9 +196,54 @@ def _train_and_evaluate(config, workdir, return_state, mock_examples, devices, t
   return (summary, state) if return_state else summary
 
 
+def _warn_changed_horizon(saved: dict, config, schedule, start: int):
+  """One warning when a resumed run changed num_epochs: the schedule is a function of the whole
+  run's length, so the learning rate from `start` on follows the new length's schedule."""
+  old = saved.get("num_epochs")
+  if old is None or old == config.num_epochs:
+    return
+  LOG.warning(
+      "num_epochs changed from %s to %d on resume: the learning-rate schedule is laid out over "
+      "the whole run, so from step %d on it follows the schedule of a %d-epoch run (lr %.4g "
+      "now) instead of continuing the %s-epoch one; relaunch with --config.num_epochs=%s to "
+      "keep the original horizon", old, config.num_epochs, start, config.num_epochs,
+      float(schedule(start)), old, old)
+
+
+class BestCheckpoint:
+  """The checkpoint of the evaluation with the lowest validation error, in
+  `workdir/best_checkpoint/<step>`, apart from the rolling `checkpoints/` so that rotation never
+  deletes it; only the current best is kept. `history`: the evaluations so far (a resumed run
+  continues from their best)."""
+
+  DIRECTORY = "best_checkpoint"
+
+  def __init__(self, workdir: str, history):
+    self._ckpt = checkpointing.Checkpointer(os.path.join(workdir, self.DIRECTORY), 1)
+    errors = [h["validation_error"] for h in history if "validation_error" in h]
+    self.best = min(errors) if errors else float("inf")
+
+  def offer(self, state, result) -> bool:
+    """Saves `state` if its evaluation `result` has the lowest validation error so far."""
+    if result["validation_error"] >= self.best:
+      return False
+    self.best = result["validation_error"]
+    self._ckpt.save(state)
+    return True
+
+  def close(self) -> None:
+    self._ckpt.close()
+
+
 def _check_last_batch(config, dataset, par) -> None:
-  """The partial last training batch must shard over the devices too."""
+  """The partial last training batch must shard over the devices too; its other shape costs a
+  second compilation of the training step, which start-up says (padding it would change the
+  BatchNorm batch statistics of that step, so it is not padded)."""
   last = dataset.last_batch_size(config.data.batch_size, config.data.drop_remainder)
+  if last:
+    LOG.info("the last training batch of each epoch holds %d examples, not %d: the training "
+             "step compiles a second time for that shape (data.drop_remainder=True avoids it)",
+             last, config.data.batch_size)
   if last % par.num_shards:
     raise config_validation.ConfigError(
         f"the partial last training batch of each epoch has {last} examples (of "
@@ -242,15 +252,19 @@ def _check_last_batch(config, dataset, par) -> None:
         "a batch size or data.train_subset that leaves a multiple of the device count")
 
 
-def _loop(config, dataset, state, train_step, guard, evaluate_fn, writer, ckpt, stop, history,
-          history_path, steps_per_epoch, par):
+def _loop(config, plan, dataset, state, train_step, guard, evaluate_fn, writer, ckpt, best,
+          stop, history, history_path, steps_per_epoch, par):
   """The epoch loop from `state.step` on; returns (evaluation history, final state).
 
-  evaluate_fn(state, epoch) -> the test metrics of one evaluation (`evaluate_both`)."""
+  evaluate_fn(state, epoch) -> one evaluation (`evaluation.evaluate_both`); best: the
+  `BestCheckpoint` when the run holds a validation split, else None. Metrics are written under
+  their public names (`metric_names`)."""
   step = start = int(state.step)
   total_steps = steps_per_epoch * config.num_epochs
   t_log, imgs_since_log, pending = time.time(), 0, []
   t_run = time.time()
+  if start < total_steps:
+    LOG.info("compiling the training step (its first call)")
   for epoch in range(start // steps_per_epoch, config.num_epochs):
     batches = par.prefetch(dataset.train_batches(epoch, step % steps_per_epoch,
                                                  config.data.batch_size,
@@ -265,7 +279,8 @@ def _loop(config, dataset, state, train_step, guard, evaluate_fn, writer, ckpt, 
       stop_now = stop.requested(sync_point=log_now or save_now)
       if log_now or stop_now:
         rows = guard.review(pending, ckpt.latest_step())
-        mean_metrics = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "finite"}
+        mean_metrics = metric_names.public(
+            plan, {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "finite"})
         if guard.mode == "skip":
           mean_metrics["skipped_steps"] = guard.window_skipped
           mean_metrics["skipped_steps_total"] = guard.skipped
@@ -277,8 +292,9 @@ def _loop(config, dataset, state, train_step, guard, evaluate_fn, writer, ckpt, 
         guard.enforce_budget()  # after the record, so metrics.jsonl holds the count
         rate = (step - start) / max(now - t_run, 1e-9)
         LOG.info("epoch %d/%d step %d/%d | loss %.4f | lr %.4g | %.1f img/s | ETA %s%s",
-                 epoch + 1, config.num_epochs, step, total_steps, mean_metrics["loss"],
-                 mean_metrics["lr"], mean_metrics["images_per_sec"],
+                 epoch + 1, config.num_epochs, step, total_steps,
+                 mean_metrics[metric_names.TRAIN_LOSS], mean_metrics["lr"],
+                 mean_metrics["images_per_sec"],
                  format_eta((total_steps - step) / max(rate, 1e-9)),
                  f" | {guard.skipped} steps skipped" if guard.skipped else "")
         t_log, imgs_since_log, pending = now, 0, []
@@ -290,22 +306,37 @@ def _loop(config, dataset, state, train_step, guard, evaluate_fn, writer, ckpt, 
     epoch_done = epoch + 1
     if epoch_done % config.eval_every_epochs == 0 or epoch_done == config.num_epochs:
       result = evaluate_fn(state, epoch)
-      writer.write_scalars(step, result)
-      if "test_error" + REESTIMATED in result:
-        LOG.info("epoch %d: test error %.2f%% with running BN statistics, %.2f%% with "
-                 "statistics re-estimated on %d training batches (%.1f s)", epoch_done,
-                 result["test_error"], result["test_error" + REESTIMATED],
-                 result["bn_reestimate_batches"], result["bn_reestimate_seconds"])
-      else:
-        LOG.info("epoch %d: test accuracy %.4f (error %.2f%%)", epoch_done,
-                 result["test_accuracy"], result["test_error"])
+      writer.write_scalars(step, metric_names.eval_scalars(result))
+      _log_evaluation(epoch_done, result)
       history.append({"epoch": epoch_done, "step": step, **result})
       if jax.process_index() == 0:
         run_log.write_json_atomic(history_path, history)
+      if best is not None and best.offer(state, result):
+        LOG.info("epoch %d: best validation error so far (%.2f%%): kept in %s/", epoch_done,
+                 result["validation_error"], BestCheckpoint.DIRECTORY)
     ckpt.save(state)
     if stop.requested(sync_point=True):
       raise preemption.Preempted(step, stop.signal_name)
   return history, state
+
+
+def _log_evaluation(epoch: int, result: dict) -> None:
+  """The evaluation's line: test error (both kinds of BN statistics when measured), the
+  validation error when the run holds a validation split, and the local heads' accuracies."""
+  if "test_error" + REESTIMATED in result:
+    line = (f"epoch {epoch}: test error {result['test_error']:.2f}% with running BN statistics, "
+            f"{result['test_error' + REESTIMATED]:.2f}% with statistics re-estimated on "
+            f"{result['bn_reestimate_batches']} training batches "
+            f"({result['bn_reestimate_seconds']:.1f} s)")
+  else:
+    line = (f"epoch {epoch}: test accuracy {result['test_accuracy']:.4f} "
+            f"(error {result['test_error']:.2f}%)")
+  if "validation_error" in result:
+    line += f"; validation error {result['validation_error']:.2f}%"
+  heads = result.get("local_test_accuracy")
+  if heads:
+    line += "; local heads' test accuracy " + " ".join(f"{k} {v:.3f}" for k, v in heads.items())
+  LOG.info("%s", line)
 
 
 def _min_with_epoch(history, key):
@@ -323,7 +354,10 @@ def summarise(config, plan, history, params=None, wall_time_s: float | None = No
   """The run's summary.json: what ran (method label = base + plugin, executor, dataset, mock
   data, model, split, modules, parameter counts), how long, with which software (`run_info`),
   and the final and best test error (%, 2 decimals) over the evaluations, with each kind of BN
-  statistics present, and the epoch of the best."""
+  statistics present, and the epoch of the best. With a validation split it also gives the
+  evaluation of lowest validation error (its epoch, step and checkpoint) and the test error
+  there: the best test error is chosen on the test split, so only the latter is an unbiased
+  estimate."""
   bp = config.method.name == "bp"
   summary = {
       "method": run_info.method_label(config), "base_method": config.method.name,
@@ -347,5 +381,14 @@ def summarise(config, plan, history, params=None, wall_time_s: float | None = No
       summary[f"final_test_error{suffix}"] = _round(errors[-1] if errors else None)
       summary[f"best_test_error{suffix}"] = _round(best)
       summary[f"best_epoch{suffix}"] = best_epoch
+  validated = [h for h in history if "validation_error" in h]
+  if validated:
+    best = min(validated, key=lambda h: h["validation_error"])
+    summary.update(
+        validation_size=config.data.validation_size,
+        best_validation_error=_round(best["validation_error"]),
+        best_validation_epoch=best["epoch"], best_validation_step=best["step"],
+        test_error_at_best_validation=_round(best["test_error"]),
+        best_checkpoint=os.path.join(BestCheckpoint.DIRECTORY, str(best["step"])))
   summary.update(run_info.software())
   return summary

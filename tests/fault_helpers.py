@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+from jax_local.metric_names import WEIGHTED_TOTAL
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS_PER_EPOCH, EPOCHS = 16, 2
 TINY = ("--config.num_epochs=2", "--config.data.train_subset=512", "--config.data.batch_size=32",
@@ -70,8 +72,8 @@ def losses(workdir) -> dict:
     with open(path) as f:
       for line in f:
         row = json.loads(line)
-        if "loss" in row:
-          rows[row["step"]] = row["loss"]
+        if WEIGHTED_TOTAL in row:
+          rows[row["step"]] = row[WEIGHTED_TOTAL]
   return rows
 
 

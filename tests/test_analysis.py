@@ -1,8 +1,10 @@
 """Analysis tools: linear CKA against numpy, the linear probe, restoring runs, compare, plots.
 
 Two tiny runs are trained once per session on real Fashion-MNIST (ResNet-8, `uniform_k3`, 512
-training images, evaluated on 2,000 test images): a finished DGL run (1 epoch) and a BP run of 2 epochs stopped by SIGTERM after
-its first evaluation, as a preempted run is (history for epoch 1, a checkpoint, no summary.json).
+training images, evaluated on 2,000 test images): a finished DGL run (1 epoch, 64 of its
+training images held out as a validation split) and a BP run of 2 epochs stopped by SIGTERM
+after its first evaluation, as a preempted run is (history for epoch 1, a checkpoint, no
+summary.json).
 """
 import csv
 import json
@@ -110,7 +112,9 @@ def tiny_runs(fashion_mnist, tmp_path_factory):
   data_dir, _ = fashion_mnist
   root = tmp_path_factory.mktemp("runs")
   dgl = str(root / "dgl")
-  train.train_and_evaluate(_tiny_config(data_dir, "dgl", 1), dgl)
+  config = _tiny_config(data_dir, "dgl", 1)
+  config.data.validation_size = 64
+  train.train_and_evaluate(config, dgl)
 
   bp = str(root / "bp")
   history = os.path.join(bp, "history.json")
@@ -146,10 +150,28 @@ def _read_csv(path):
 
 def test_runs_as_written_by_the_trainer(tiny_runs):
   assert os.path.exists(os.path.join(tiny_runs["dgl"], "summary.json"))
-  # the quickstart config evaluates with both kinds of BN statistics (512 images = 8 batches)
+  # the quickstart config evaluates with both kinds of BN statistics (448 images = 7 batches)
   history = _read_json(os.path.join(tiny_runs["dgl"], "history.json"))
   summary = _read_json(os.path.join(tiny_runs["dgl"], "summary.json"))
-  assert history[-1]["bn_reestimate_batches"] == 8 and history[-1]["bn_reestimate_seconds"] > 0
+  assert history[-1]["bn_reestimate_batches"] == 7 and history[-1]["bn_reestimate_seconds"] > 0
+  # the layer-wise curve: every local head's test accuracy, zero-padded module names
+  assert sorted(history[-1]["local_test_accuracy"]) == ["m00", "m01"]
+  assert all(0 <= a <= 1 for a in history[-1]["local_test_accuracy"].values())
+  # the validation split selects the best checkpoint, kept apart from the rolling ones
+  assert history[-1]["validation_examples"] == 64
+  assert (summary["validation_size"], summary["best_validation_step"]) == (64, history[-1]["step"])
+  assert summary["test_error_at_best_validation"] == round(history[-1]["test_error"], 2)
+  assert os.listdir(os.path.join(tiny_runs["dgl"], "best_checkpoint")) == [
+      str(history[-1]["step"])]
+  # metric names shared by every method; TensorBoard hparams as flat fields
+  rows = [json.loads(l) for l in open(os.path.join(tiny_runs["dgl"], "metrics.jsonl"))]
+  train_row = next(r for r in rows if "train/loss" in r)
+  assert {"train/accuracy", "train/weighted_total_loss", "local/m00/loss", "local/m01/accuracy",
+          "lr"} <= set(train_row) and not any(k.startswith("final/") for k in train_row)
+  eval_row = next(r for r in rows if "eval/test_error" in r)
+  assert eval_row["eval/local/m01/test_accuracy"] == history[-1]["local_test_accuracy"]["m01"]
+  hparams = _read_json(os.path.join(tiny_runs["dgl"], "hparams.json"))
+  assert (hparams["method"], hparams["lr"], hparams["num_modules"]) == ("dgl", 0.1, 3)
   assert summary["final_test_error_bn_reestimated"] == round(
       history[-1]["test_error_bn_reestimated"], 2)  # summary errors: 2 decimals
   assert 0 < summary["final_test_error_bn_reestimated"] < 100
@@ -165,9 +187,19 @@ def test_evaluate_only_reproduces_the_history_of_a_run(tiny_runs, capsys):
                         "--json"]) == 0
   result = json.loads(capsys.readouterr().out)
   assert (result["step"], result["epoch"]) == (history[-1]["step"], 1)
-  for key in ("test_accuracy", "test_error", "test_loss", "test_accuracy_bn_reestimated"):
+  for key in ("test_accuracy", "test_error", "test_loss", "test_accuracy_bn_reestimated",
+              "validation_error"):
     assert result[key] == pytest.approx(history[-1][key], abs=1e-6), key
+  assert result["local_test_accuracy"] == pytest.approx(history[-1]["local_test_accuracy"],
+                                                        abs=1e-6)
   assert result["test_examples"] == history[-1]["test_examples"]
+  assert evaluate.main([f"--workdir={tiny_runs['dgl']}", f"--data_dir={tiny_runs['data_dir']}",
+                        "--best"]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert f"step {history[-1]['step']} " in lines[0] and len(lines) == 3
+  assert lines[1].startswith("  local head m00: test accuracy ")
+  assert evaluate.main([f"--workdir={tiny_runs['bp']}", "--best"]) == 2
+  assert "data.validation_size > 0" in capsys.readouterr().err
   assert evaluate.main([f"--workdir={tiny_runs['dgl']}", "--step=3"]) == 2
   assert f"no checkpoint of step 3 in {tiny_runs['dgl']}/checkpoints; saved steps: " \
       f"{history[-1]['step']}" in capsys.readouterr().err
@@ -191,7 +223,8 @@ def test_probe_on_trained_runs(tiny_runs, loaded, tmp_path):
   assert [r["dim"] for r in rows[:3]] == [16, 32, 64]  # pooled channels of the three stages
   for r in rows:
     assert 0.0 <= r["probe_test_accuracy"] <= 1.0 and 0.0 <= r["probe_train_accuracy"] <= 1.0
-    assert r["test_examples"] == 2000 and r["train_examples"] == 512
+    assert r["test_examples"] == 2000  # the run's own training set: 64 of DGL's are validation
+    assert r["train_examples"] == (448 if r["run"].startswith("dgl") else 512)
     # the restored network, run by the analysis forward, scores what the trainer measured
     history = _read_json(os.path.join(r["workdir"], "history.json"))
     assert r["network_test_accuracy"] == pytest.approx(history[-1]["test_accuracy"], abs=1e-4)
@@ -220,23 +253,27 @@ def test_cka_on_trained_runs(loaded):
 
 def test_cli_probe_cka_and_missing_pieces(tiny_runs, tmp_path, capsys):
   from jax_local import analyze
-  out = str(tmp_path / "fig" / "cka.png")
+  # without --out the figure goes into the first run's workdir, as a PDF, never into the cwd
   rc = analyze.main(["cka", f"--workdir={tiny_runs['dgl']}", f"--workdir={tiny_runs['bp']}",
-                     f"--reference={tiny_runs['bp']}", f"--out={out}", "--examples=250",
+                     f"--reference={tiny_runs['bp']}", "--examples=250",
                      f"--data_dir={tiny_runs['data_dir']}"])
   assert rc == 0, capsys.readouterr().err
-  assert _is_png(out)
-  rows = _read_csv(out.replace(".png", ".csv"))
+  out = os.path.join(tiny_runs["dgl"], "analysis", "cka.pdf")
+  with open(out, "rb") as f:
+    assert f.read(5) == b"%PDF-"
+  rows = _read_csv(out.replace(".pdf", ".csv"))
   assert [r["x_name"] for r in rows] == ["s1b0", "s2b0", "s3b0"] * 2
   cka_col = "linear CKA to bp (bp) [0-1]"
   assert [float(r[cka_col]) for r in rows[3:]] == pytest.approx([1.0] * 3, abs=1e-6)
   assert all(0.0 < float(r[cka_col]) < 1.0 - 1e-4 for r in rows[:3])  # flattened feature maps
 
   out = str(tmp_path / "probe.png")
-  rc = analyze.main(["probe", f"--workdir={tiny_runs['dgl']}", f"--out={out}",
+  rc = analyze.main(["probe", f"--workdir={tiny_runs['dgl']}", f"--out={out}", "--dpi=50",
                      "--train_examples=512", "--test_examples=500",
                      f"--data_dir={tiny_runs['data_dir']}"])
   assert rc == 0 and _is_png(out)
+  with open(out, "rb") as f:  # one paper column (3.4 in) at 50 dpi
+    assert int.from_bytes(f.read(24)[16:20], "big") == int(plots.COLUMN_WIDTH * 50)
   assert "probe_test_accuracy" in capsys.readouterr().out
   assert len(_read_csv(out.replace(".png", ".csv"))) == 3
 
@@ -269,6 +306,9 @@ def test_compare_reads_finished_and_interrupted_runs(tiny_runs, tmp_path, capsys
   assert stopped["best_test_error"] == h_stop[0]["test_error"]
   summary = _read_json(os.path.join(tiny_runs["dgl"], "summary.json"))
   assert done["best_test_error"] == pytest.approx(summary["best_test_error"], abs=0.005)
+  assert done["test_error_at_best_validation"] == pytest.approx(
+      summary["test_error_at_best_validation"], abs=0.005)
+  assert stopped["test_error_at_best_validation"] is None
   assert done["step_time_s"] > 0 and stopped["step_time_s"] > 0
   # the trainer logs its memory peak (CPU: the process's RSS high-water mark, bytes)
   rss = [json.loads(l)["peak_rss_bytes"] for l in open(os.path.join(tiny_runs["dgl"],

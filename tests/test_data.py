@@ -258,6 +258,6 @@ def test_launch_mock_data_trains_a_stock_config_and_refuses_fashion_mnist(tmp_pa
   assert row["dataset"] == "cifar10 (MOCK data)" and row["mock"]
   assert "cifar10 (MOCK data)" in compare.format_table([row])
   with open(tmp_path / "c10" / "metrics.jsonl") as f:
-    losses = [r["loss"] for r in map(json.loads, f) if "loss" in r]
+    losses = [r["train/loss"] for r in map(json.loads, f) if "train/loss" in r]
   assert len(losses) == 2 and all(np.isfinite(losses))
   assert os.listdir(tmp_path / "c10" / "checkpoints")

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from jax_local import parallel
+from jax_local.metric_names import TRAIN_LOSS
 from tests import fault_helpers as fh
 
 pytestmark = pytest.mark.multi_device   # the one-process reference runs on all 8 devices
@@ -123,7 +124,7 @@ def test_two_processes_end_identical_and_restore_what_they_saved(two_processes):
   checkpoints = fh.complete_checkpoints(root / "run")
   assert checkpoints == [STEPS]
   rows = [json.loads(l) for l in open(root / "run" / "metrics.jsonl")]
-  assert [r["step"] for r in rows if "loss" in r] == list(range(1, STEPS + 1))  # one writer
+  assert [r["step"] for r in rows if TRAIN_LOSS in r] == list(range(1, STEPS + 1))  # one writer
 
 
 def test_two_processes_equal_one_process_on_the_same_global_batch(two_processes, fashion_mnist,

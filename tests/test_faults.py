@@ -111,7 +111,7 @@ def test_a_second_launch_on_a_live_workdir_is_refused_and_the_first_finishes(run
   assert re.search(rf"workdir {re.escape(reference)} is in use by a running job \(pid "
                    rf"{runs['ref'].proc.pid} on ", line), line
   with open(f"{reference}/metrics.jsonl") as f:  # the first run's records alone, in order
-    train_steps = [r["step"] for r in map(json.loads, f) if "loss" in r]
+    train_steps = [r["step"] for r in map(json.loads, f) if "train/loss" in r]
   assert train_steps == list(range(1, TOTAL + 1))
   assert len(glob.glob(f"{reference}/events.out.tfevents.*")) == 1
   assert not os.path.exists(f"{reference}/{workdir_lock.LOCK_FILE}")  # released at the end
@@ -199,6 +199,16 @@ def test_sigkill_while_checkpointing_loses_nothing_complete(tmp_path, fashion_mn
   assert f"resumed from step {complete[-2]}" in final.output
   assert fh.losses(workdir) == fh.losses(reference)
   assert fh.results(workdir) == fh.results(reference)
+  # what the killed launches logged past the checkpoint each resume started from was dropped:
+  # every step is recorded once, in metrics.jsonl and across the TensorBoard event files
+  with open(f"{workdir}/metrics.jsonl") as f:
+    assert [r["step"] for r in map(json.loads, f) if "train/loss" in r] == list(
+        range(1, TOTAL + 1))
+  from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+  steps = sorted(e.step for path in glob.glob(f"{workdir}/events.out.tfevents.*")
+                 for e in EventFileLoader(path).Load()
+                 if any(v.tag == "train/loss" for v in e.summary.value))
+  assert steps == list(range(1, TOTAL + 1))
 
 
 def test_nan_stops_with_step_term_lr_and_last_good_checkpoint_restores(runs, fashion_mnist):

@@ -88,9 +88,9 @@ def test_training_and_memory_report_run_without_tensorflow(tmp_path):
   assert 0 <= summary["final_test_error"] <= 100
   with open(tmp_path / "metrics.jsonl") as f:
     rows = [json.loads(line) for line in f]
-  losses = [r["loss"] for r in rows if "loss" in r]
-  assert [r["step"] for r in rows if "loss" in r] == [1, 2] and all(map(math.isfinite, losses))
-  assert any("test_error" in r for r in rows)
+  losses = [r["train/loss"] for r in rows if "train/loss" in r]
+  assert [r["step"] for r in rows if "train/loss" in r] == [1, 2] and all(map(math.isfinite, losses))
+  assert any("eval/test_error" in r for r in rows)
   with open(tmp_path / "hparams.json") as f:
     assert json.load(f)["num_modules"] == 3
   events = [n for n in os.listdir(tmp_path) if n.startswith("events.out.tfevents.")]

@@ -106,20 +106,29 @@ def cut_at(plan: Plan, blocks) -> tuple[tuple[str, ...], ...]:
   return tuple(tuple(m) for m in modules)
 
 
-def checkpoint_dir(workdir: str) -> str:
-  """`workdir/checkpoints`; RunError if it holds no completed checkpoint."""
-  directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+BEST = "best_checkpoint"
+"""The folder of a run's best-validation checkpoint, beside `checkpoints/` (`train.BestCheckpoint`)."""
+
+
+def checkpoint_dir(workdir: str, folder: str = "checkpoints") -> str:
+  """`workdir/<folder>` ("checkpoints", or `BEST`); RunError if it holds no completed one."""
+  directory = os.path.abspath(os.path.join(workdir, folder))
   if not (os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))):
+    if folder == BEST:
+      raise RunError(f"{workdir}: no checkpoint in {directory} (only a run with "
+                     "data.validation_size > 0 keeps a best-validation checkpoint, after its "
+                     "first evaluation)")
     raise RunError(f"{workdir}: no checkpoint in {directory} (the run has not completed its "
                    "first checkpoint, at the end of epoch 1 or after checkpoint_every_steps)")
   return directory
 
 
-def restore_state(workdir: str, template, step: int | None = None):
-  """(state, step) from the newest readable checkpoint of `workdir` (or the one of `step`: a
-  RunError lists the saved steps if there is none), opened read-only."""
+def restore_state(workdir: str, template, step: int | None = None,
+                  folder: str = "checkpoints"):
+  """(state, step) from the newest readable checkpoint in `workdir/<folder>` (or the one of
+  `step`: a RunError lists the saved steps if there is none), opened read-only."""
   import orbax.checkpoint as ocp
-  directory = checkpoint_dir(workdir)
+  directory = checkpoint_dir(workdir, folder)
   manager = ocp.CheckpointManager(
       directory, item_handlers=ocp.StandardCheckpointHandler(),
       options=ocp.CheckpointManagerOptions(read_only=True, create=False,

@@ -150,6 +150,8 @@ class ImageNetDataset:
   examples, after data.train_subset), num_test (validation examples), augment, seed.
   """
 
+  validation = None  # nothing is held out of a streamed training set (data.validation_size = 0)
+
   def __init__(self, builder, num_train: int, num_test: int, seed: int,
                image_size: int = IMAGE_SIZE, augment: bool = True, shuffle_buffer: int = 16384,
                process_index: int = 0, process_count: int = 1):
@@ -234,11 +236,14 @@ class ImageNetDataset:
     b = self.local_batch_size(global_batch)
     return math.ceil(math.ceil(self.num_test / self.process_count) / b)
 
-  def eval_batches(self, global_batch: int) -> Iterator[dict]:
-    """Yields this process's validation shard in order, padded to `eval_steps` full batches.
+  def eval_batches(self, global_batch: int, split: str = "test") -> Iterator[dict]:
+    """Yields this process's shard of ImageNet's validation set, which serves as the test split
+    ("test", the only split), in order, padded to `eval_steps` full batches.
 
     Padding: zero images, label 0, mask 0; over all processes sum(mask) = num_test.
     """
+    if split != "test":
+      raise ValueError(f"ImageNet has no {split!r} split here (data.validation_size must be 0)")
     b = self.local_batch_size(global_batch)
     return self._eval_iter(b, self.eval_steps(global_batch))
 

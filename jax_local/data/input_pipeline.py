@@ -5,7 +5,7 @@ arrays and int32 labels, then serves NumPy batches:
 
   train_batches(epoch, start_step, global_batch, drop_remainder)
       -> {"image": float32 [b, H, W, C] normalised, "label": int32 [b]}
-  eval_batches(global_batch)
+  eval_batches(global_batch, split)   split "test" or "validation"
       -> {"image": float32 [b, H, W, C], "label": int32 [b], "mask": float32 [b]}
 
 where b = global_batch / process_count is the local batch (each process gets its
@@ -13,6 +13,10 @@ contiguous slice of every global batch). The epoch permutation is a function of
 (seed, epoch) and the augmentation parameters of a step a function of (seed, epoch, step),
 sampled for the whole global batch, so resuming at (epoch, start_step) reproduces an
 uninterrupted run exactly, whatever the process count.
+
+`data.validation_size` = V > 0 carves a validation split of V examples out of the training set
+(after `train_subset`): the same V examples whatever the seed (`carve_validation`), so runs of
+every seed and method select their best checkpoint on the same images and never train on them.
 
 Nothing is ever downloaded: a stock tfds dataset that is not prepared raises
 FileNotFoundError with instructions; Fashion-MNIST is read from Debian's
@@ -45,15 +49,18 @@ class Dataset:
     mean, std: per-channel normalisation tuples (length C), [0, 1] pixel units.
     num_train, num_test: number of examples (after `train_subset` / `test_subset`).
     train_images, test_images: uint8 [N, H, W, C]; train_labels, test_labels: int32 [N].
+    validation: (uint8 [V, H, W, C], int32 [V]) held out of training, or None.
   """
 
   def __init__(self, name: str, train: Tuple[np.ndarray, np.ndarray],
                test: Tuple[np.ndarray, np.ndarray], num_classes: int,
                mean: Sequence[float], std: Sequence[float], seed: int, augment: bool = True,
-               process_index: int = 0, process_count: int = 1):
+               process_index: int = 0, process_count: int = 1,
+               validation: Optional[Tuple[np.ndarray, np.ndarray]] = None):
     self.name = name
     self.train_images, self.train_labels = train
     self.test_images, self.test_labels = test
+    self.validation = validation
     self.num_classes = int(num_classes)
     self.mean = tuple(float(m) for m in mean)
     self.std = tuple(float(s) for s in std)
@@ -80,8 +87,21 @@ class Dataset:
   def num_test(self) -> int:
     return int(self.test_images.shape[0])
 
+  @property
+  def num_validation(self) -> int:
+    return 0 if self.validation is None else int(self.validation[1].shape[0])
+
+  def _split(self, split: str) -> Tuple[np.ndarray, np.ndarray]:
+    if split == "test":
+      return self.test_images, self.test_labels
+    if split == "validation" and self.validation is not None:
+      return self.validation
+    raise ValueError(f"no {split!r} split in {self!r} (splits: test"
+                     f"{', validation' if self.validation is not None else ''})")
+
   def __repr__(self):
     return (f"Dataset({self.name}, train={self.num_train}, test={self.num_test}, "
+            f"{f'validation={self.num_validation}, ' if self.validation is not None else ''}"
             f"image_shape={self.image_shape}, num_classes={self.num_classes})")
 
   def normalise(self, images: np.ndarray) -> np.ndarray:
@@ -147,29 +167,29 @@ class Dataset:
         images = augment_lib.apply(recipe, images, {k: v[local] for k, v in params.items()})
       yield {"image": self.normalise(images), "label": self.train_labels[idx[local]]}
 
-  def eval_steps(self, global_batch: int) -> int:
-    """Number of evaluation batches covering the test split."""
-    return math.ceil(self.num_test / global_batch)
+  def eval_steps(self, global_batch: int, split: str = "test") -> int:
+    """Number of evaluation batches covering `split` ("test" or "validation")."""
+    return math.ceil(len(self._split(split)[1]) / global_batch)
 
-  def eval_batches(self, global_batch: int) -> Iterator[Batch]:
-    """Yields the test split in order, in full local batches.
+  def eval_batches(self, global_batch: int, split: str = "test") -> Iterator[Batch]:
+    """Yields `split` ("test" or "validation") in order, in full local batches.
 
     Each batch: {"image": float32 [b, H, W, C], "label": int32 [b], "mask": float32 [b]}
     with b = global_batch / process_count. The last global batch is padded with zero
-    images, label 0 and mask 0, so sum(mask) over all processes and batches = num_test.
+    images, label 0 and mask 0, so sum(mask) over all processes and batches = the split's size.
     """
     self.local_batch_size(global_batch)
-    return self._eval_iter(global_batch)
+    return self._eval_iter(global_batch, *self._split(split))
 
-  def _eval_iter(self, global_batch):
+  def _eval_iter(self, global_batch, images, labels):
     local = self._local_slice(global_batch)
-    for step in range(self.eval_steps(global_batch)):
+    for step in range(math.ceil(len(labels) / global_batch)):
       idx = np.arange(step * global_batch, (step + 1) * global_batch)[local]
-      real = idx < self.num_test
+      real = idx < len(labels)
       idx = np.where(real, idx, 0)
-      image = np.where(real[:, None, None, None], self.normalise(self.test_images[idx]), 0.0)
+      image = np.where(real[:, None, None, None], self.normalise(images[idx]), 0.0)
       yield {"image": image.astype(np.float32),
-             "label": np.where(real, self.test_labels[idx], 0).astype(np.int32),
+             "label": np.where(real, labels[idx], 0).astype(np.int32),
              "mask": real.astype(np.float32)}
 
 
@@ -363,13 +383,30 @@ def _load_image_folder(root: str, image_size: int, num_classes: int, on_bad_imag
   return train, test, len(names)
 
 
+VALIDATION_SEED = 20240916
+"""Seed of the permutation that picks the validation examples: fixed, not the run's seed."""
+
+
+def carve_validation(train: Tuple[np.ndarray, np.ndarray], size: int):
+  """(train without the validation examples, validation): `size` examples picked by a fixed
+  permutation of the training set, both parts kept in their original order."""
+  n = len(train[1])
+  if not 0 < size < n:
+    raise ValueError(f"config.data.validation_size={size} must be in [1, {n - 1}] for "
+                     f"{n} training examples")
+  held = np.zeros(n, bool)
+  held[np.random.default_rng(VALIDATION_SEED).permutation(n)[:size]] = True
+  return (train[0][~held], train[1][~held]), (train[0][held], train[1][held])
+
+
 def build_dataset(data_config, seed: int, process_index: int = 0,
                   process_count: int = 1) -> Dataset:
   """Loads `data_config.name` into host memory and returns a `Dataset`.
 
   Args:
     data_config: `config.data` (configs/common.py): name, tfds_data_dir, manual_dir,
-      folder_root, image_size, num_classes, train_subset, test_subset, augment, on_bad_image.
+      folder_root, image_size, num_classes, train_subset, test_subset, validation_size,
+      augment, on_bad_image.
     seed: base seed of shuffling and augmentation.
     process_index, process_count: this process's slice of every global batch.
   Raises:
@@ -410,9 +447,14 @@ def build_dataset(data_config, seed: int, process_index: int = 0,
   test_subset = int(_cfg(data_config, "test_subset", 0))
   if test_subset > 0:  # smoke tests: evaluate on the first N test examples
     test = (test[0][:test_subset], test[1][:test_subset])
+  validation = None
+  validation_size = int(_cfg(data_config, "validation_size", 0))
+  if validation_size > 0:
+    train, validation = carve_validation(train, validation_size)
   mean, std = NORMALISATION[name]
   ds = Dataset(name, train, test, n_cls, mean, std, seed,
                augment=bool(_cfg(data_config, "augment", True)),
-               process_index=process_index, process_count=process_count)
+               process_index=process_index, process_count=process_count,
+               validation=validation)
   logging.info("Loaded %r in %.1fs", ds, time.time() - t0)
   return ds
