@@ -1,5 +1,7 @@
-"""A few real training steps on Fashion-MNIST lower the loss for every base × plugin pair that
-composes (`Plugin.composes` of jax_local.plugins) and for AugLocal.
+"""A few real training steps on Fashion-MNIST lower the loss for every plug-in and every base
+it composes with (`Plugin.composes`), each at least once: the bases that compose with a plug-in
+take the plug-ins in turn (the gradient routing of the pairs is checked in
+test_plugins_routing.py, their executors in test_sequential.py); and for AugLocal.
 
 Tiny on purpose: ResNet-8 cut into 3 modules (stem..1.0 / 2.0 / 3.0+fc; MLM with k=2 so that a
 LAM term exists), 32 real training images at 28x28 (stage-3 maps are 7x7, so patched heads run
@@ -16,8 +18,21 @@ from tests.test_plugins_routing import build, fast, plugin_config
 from jax_local import optim
 from jax_local.engine import fused
 
-PAIRS = [(b, p) for p in ("hpff", "mlaan", "man") for b in methods.REGISTRY.names()
-         if plugins.REGISTRY.get(p).composes(methods.REGISTRY.get(b))] + [("auglocal", "none")]
+def _each_plugin_and_base_once():
+  names = [p for p in plugins.REGISTRY.names() if p != "none"]
+  bases = [b for b in methods.REGISTRY.names()
+           if any(plugins.REGISTRY.get(p).composes(methods.REGISTRY.get(b)) for p in names)]
+  pairs = []
+  for i in range(max(len(bases), len(names))):
+    base = bases[i % len(bases)]
+    plugin = next(p for j in range(len(names)) for p in [names[(i + j) % len(names)]]
+                  if plugins.REGISTRY.get(p).composes(methods.REGISTRY.get(base)))
+    pairs.append((base, plugin))
+  assert {p for _, p in pairs} == set(names) and {b for b, _ in pairs} == set(bases)
+  return pairs
+
+
+PAIRS = _each_plugin_and_base_once() + [("auglocal", "none")]
 MEAN, STD = (0.286,), (0.353,)
 
 
