@@ -10,14 +10,12 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def fashion_mnist(tmp_path_factory):
-  """(tfds data dir, Dataset): Debian's Fashion-MNIST read once from its idx files. The data
-  dir is an empty folder the runs get as `data.tfds_data_dir`; Fashion-MNIST does not read it."""
+  """The Dataset of Debian's Fashion-MNIST, read once per session from its idx files."""
   from configs import common
   from jax_local.data import input_pipeline
-  data_dir = str(tmp_path_factory.mktemp("tfds"))
   c = common.get_config().data
-  c.name, c.tfds_data_dir = "fashion_mnist", data_dir
-  return data_dir, input_pipeline.build_dataset(c, seed=0)
+  c.name = "fashion_mnist"
+  return input_pipeline.build_dataset(c, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ class Run:
   """One `launch.py` process: the quickstart config with method greedy (of the local methods the
   fastest to compile), the TINY overrides and `extra`; its output goes to `<workdir>.<n>.log`."""
 
-  def __init__(self, workdir, data_dir, env, *extra):
+  def __init__(self, workdir, env, *extra):
     self.workdir = str(workdir)
     n = 0
     while os.path.exists(f"{self.workdir}.{n}.log"):
@@ -27,7 +27,7 @@ class Run:
     self.log_path = f"{self.workdir}.{n}.log"
     cmd = [sys.executable, os.path.join(ROOT, "launch.py"),
            f"--config={ROOT}/configs/fashion_mnist_quickstart.py:greedy",
-           f"--workdir={self.workdir}", f"--config.data.tfds_data_dir={data_dir}", *TINY, *extra]
+           f"--workdir={self.workdir}", *TINY, *extra]
     with open(self.log_path, "w") as log:
       self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
 

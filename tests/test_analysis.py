@@ -93,10 +93,9 @@ def test_probe_fits_separable_data_and_not_noise():
 # ----------------------------------------------------------------------------- tiny trained runs
 
 
-def _tiny_config(data_dir, method, epochs):
+def _tiny_config(method, epochs):
   from configs import fashion_mnist_quickstart
   c = fashion_mnist_quickstart.get_config(method)
-  c.data.tfds_data_dir = data_dir
   c.data.train_subset = 512
   c.data.test_subset = 2000   # evaluations and probes on the first 2,000 test images
   c.data.batch_size = 64
@@ -109,10 +108,9 @@ def _tiny_config(data_dir, method, epochs):
 def tiny_runs(fashion_mnist, tmp_path_factory):
   """{"dgl": finished 1-epoch run, "bp": 2-epoch run stopped after epoch 1}, data dir."""
   from jax_local import preemption, train
-  data_dir, _ = fashion_mnist
   root = tmp_path_factory.mktemp("runs")
   dgl = str(root / "dgl")
-  config = _tiny_config(data_dir, "dgl", 1)
+  config = _tiny_config("dgl", 1)
   config.data.validation_size = 64
   train.train_and_evaluate(config, dgl)
 
@@ -131,11 +129,11 @@ def tiny_runs(fashion_mnist, tmp_path_factory):
   watcher.start()
   try:
     with pytest.raises(preemption.Preempted):
-      train.train_and_evaluate(_tiny_config(data_dir, "bp", 2), bp)
+      train.train_and_evaluate(_tiny_config("bp", 2), bp)
   finally:
     done.set()
     watcher.join()
-  return {"dgl": dgl, "bp": bp, "data_dir": data_dir}
+  return {"dgl": dgl, "bp": bp}
 
 
 def _read_json(path):
@@ -183,7 +181,7 @@ def test_runs_as_written_by_the_trainer(tiny_runs):
 def test_evaluate_only_reproduces_the_history_of_a_run(tiny_runs, capsys):
   from jax_local import evaluate
   history = _read_json(os.path.join(tiny_runs["dgl"], "history.json"))
-  assert evaluate.main([f"--workdir={tiny_runs['dgl']}", f"--data_dir={tiny_runs['data_dir']}",
+  assert evaluate.main([f"--workdir={tiny_runs['dgl']}",
                         "--json"]) == 0
   result = json.loads(capsys.readouterr().out)
   assert (result["step"], result["epoch"]) == (history[-1]["step"], 1)
@@ -193,7 +191,7 @@ def test_evaluate_only_reproduces_the_history_of_a_run(tiny_runs, capsys):
   assert result["local_test_accuracy"] == pytest.approx(history[-1]["local_test_accuracy"],
                                                         abs=1e-6)
   assert result["test_examples"] == history[-1]["test_examples"]
-  assert evaluate.main([f"--workdir={tiny_runs['dgl']}", f"--data_dir={tiny_runs['data_dir']}",
+  assert evaluate.main([f"--workdir={tiny_runs['dgl']}",
                         "--best"]) == 0
   lines = capsys.readouterr().out.splitlines()
   assert f"step {history[-1]['step']} " in lines[0] and len(lines) == 3
@@ -208,7 +206,7 @@ def test_evaluate_only_reproduces_the_history_of_a_run(tiny_runs, capsys):
 @pytest.fixture(scope="session")
 def loaded(tiny_runs):
   """The two tiny runs restored (run_loading.LoadedRun), shared by the tests."""
-  return {k: run_loading.load_run(tiny_runs[k], tiny_runs["data_dir"]) for k in ("dgl", "bp")}
+  return {k: run_loading.load_run(tiny_runs[k]) for k in ("dgl", "bp")}
 
 
 def test_probe_on_trained_runs(tiny_runs, loaded, tmp_path):
@@ -255,8 +253,7 @@ def test_cli_probe_cka_and_missing_pieces(tiny_runs, tmp_path, capsys):
   from jax_local import analyze
   # without --out the figure goes into the first run's workdir, as a PDF, never into the cwd
   rc = analyze.main(["cka", f"--workdir={tiny_runs['dgl']}", f"--workdir={tiny_runs['bp']}",
-                     f"--reference={tiny_runs['bp']}", "--examples=250",
-                     f"--data_dir={tiny_runs['data_dir']}"])
+                     f"--reference={tiny_runs['bp']}", "--examples=250"])
   assert rc == 0, capsys.readouterr().err
   out = os.path.join(tiny_runs["dgl"], "analysis", "cka.pdf")
   with open(out, "rb") as f:
@@ -269,8 +266,7 @@ def test_cli_probe_cka_and_missing_pieces(tiny_runs, tmp_path, capsys):
 
   out = str(tmp_path / "probe.png")
   rc = analyze.main(["probe", f"--workdir={tiny_runs['dgl']}", f"--out={out}", "--dpi=50",
-                     "--train_examples=512", "--test_examples=500",
-                     f"--data_dir={tiny_runs['data_dir']}"])
+                     "--train_examples=512", "--test_examples=500"])
   assert rc == 0 and _is_png(out)
   with open(out, "rb") as f:  # one paper column (3.4 in) at 50 dpi
     assert int.from_bytes(f.read(24)[16:20], "big") == int(plots.COLUMN_WIDTH * 50)

@@ -31,7 +31,7 @@ import jax
 import numpy as np
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.config.update("jax_disable_most_optimizations", True)  # fast compiles
-pid, port, workdir, data_dir, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+pid, port, workdir, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 from jax_local import parallel
 assert parallel.initialize_distributed("explicit", f"127.0.0.1:{port}", 2, pid)
 assert jax.process_count() == 2 and jax.device_count() == 4, jax.devices()
@@ -40,7 +40,7 @@ from tests.test_distributed import tiny_config, dump
 from jax_local import checkpointing, experiment, train
 from jax_local.data import input_pipeline
 from jax_local.train_state import init_state
-config = tiny_config(data_dir)
+config = tiny_config()
 summary, state = train.train_and_evaluate(config, workdir, return_state=True)
 # restore what both processes just wrote, as a resumed run does
 dataset = input_pipeline.build_dataset(config.data, config.seed, pid, 2)
@@ -57,10 +57,9 @@ print("done", pid)
 """
 
 
-def tiny_config(data_dir):
+def tiny_config():
   from configs import fashion_mnist_quickstart
   c = fashion_mnist_quickstart.get_config("greedy")
-  c.data.tfds_data_dir = data_dir
   c.data.train_subset, c.data.batch_size = 64, 32
   c.data.test_subset, c.data.eval_batch_size = 200, 128  # 2 eval batches, the last padded
   c.num_epochs, c.log_every_steps = 1, 1
@@ -84,13 +83,12 @@ def _free_port():
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory, fashion_mnist):
-  data_dir, _ = fashion_mnist
   root = tmp_path_factory.mktemp("distributed")
   port = _free_port()
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
          "PYTHONPATH": os.pathsep.join([fh.ROOT, os.environ.get("PYTHONPATH", "")])}
   procs = [subprocess.Popen([sys.executable, "-c", DRIVER, str(i), str(port), str(root / "run"),
-                             data_dir, str(root / f"p{i}.npz")], cwd=fh.ROOT, env=env,
+                             str(root / f"p{i}.npz")], cwd=fh.ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(2)]
   try:
@@ -131,11 +129,10 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(two_processes,
                                                                   tmp_path):
   from jax_local import train
   root, (a0, _), (s0, _) = two_processes
-  data_dir, _ = fashion_mnist
   old = jax.config.read("jax_disable_most_optimizations")
   jax.config.update("jax_disable_most_optimizations", True)  # as the two processes
   try:
-    summary, state = train.train_and_evaluate(tiny_config(data_dir), str(tmp_path / "one"),
+    summary, state = train.train_and_evaluate(tiny_config(), str(tmp_path / "one"),
                                               return_state=True)
   finally:
     jax.config.update("jax_disable_most_optimizations", old)

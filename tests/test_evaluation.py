@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jax_local import evaluation
-from jax_local.data import fashion_mnist_local
+from jax_local.data import fashion_mnist_idx
 from jax_local.engine import forward
 from jax_local.models.backbone import apply_with_stats
 from tests.test_plugins_routing import build, plugin_config
@@ -17,7 +17,7 @@ def test_padded_rows_count_for_no_head():
   c = plugin_config("dgl", "none", preset="blocks")
   c.data.num_classes = 10
   plan, _, state = build(c, image_shape=(28, 28, 1))
-  images, labels = fashion_mnist_local.read_split(fashion_mnist_local.DEFAULT_MANUAL_DIR, "test")
+  images, labels = fashion_mnist_idx.read_split(fashion_mnist_idx.DEFAULT_MANUAL_DIR, "test")
   x = (images[:16].astype(np.float32) / 255.0 - MEAN[0]) / STD[0]
   real = 11
   padded = {"image": np.where(np.arange(16)[:, None, None, None] < real, x, 0.0),

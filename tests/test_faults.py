@@ -38,21 +38,20 @@ def runs(tmp_path_factory, fashion_mnist, env):
   "nan" has compiled the same train step) and "second" (the command of "ref" on its workdir,
   launched while "ref" trains: "ref" is paused with SIGSTOP, still holding its lock, until
   "second" has ended). Returns {name: finished Run}."""
-  data_dir, _ = fashion_mnist
   root = tmp_path_factory.mktemp("runs")
-  ref = fh.Run(root / "ref", data_dir, env)
-  nan = fh.Run(root / "nan", data_dir, env, "--config.optim.lr=1e30",
+  ref = fh.Run(root / "ref", env)
+  nan = fh.Run(root / "nan", env, "--config.optim.lr=1e30",
                "--config.checkpoint_every_steps=1")
   ref.wait_for(lambda: fh.losses(ref.workdir))
-  twin = fh.Run(root / "twin", data_dir, env)
+  twin = fh.Run(root / "twin", env)
   ref.proc.send_signal(signal.SIGSTOP)
   try:
-    second = fh.Run(root / "ref", data_dir, env)
+    second = fh.Run(root / "ref", env)
     second.wait()
   finally:
     ref.proc.send_signal(signal.SIGCONT)
   nan.wait_for(lambda: fh.losses(nan.workdir))
-  skip = fh.Run(root / "skip", data_dir, env, "--config.optim.lr=1e30",
+  skip = fh.Run(root / "skip", env, "--config.optim.lr=1e30",
                 "--config.on_nonfinite=skip")
   for run in (ref, twin, nan, skip):
     run.wait()
@@ -85,9 +84,9 @@ def warnings_of_jax_local():
 
 def _abstract_state(fashion_mnist, num_classes=10):
   """The TrainState shapes the TINY quickstart run builds (for data of `num_classes`)."""
-  data_dir, d = fashion_mnist
+  d = fashion_mnist
   config = fashion_mnist_quickstart.get_config("greedy")
-  config.data.tfds_data_dir, config.data.batch_size, config.data.train_subset = data_dir, 32, 512
+  config.data.batch_size, config.data.train_subset = 32, 512
   config.num_epochs, config.data.num_classes = fh.EPOCHS, num_classes
   dataset = input_pipeline.Dataset(d.name, (d.train_images[:512], d.train_labels[:512]),
                                    (d.test_images, d.test_labels), num_classes, d.mean, d.std, 0)
@@ -147,9 +146,8 @@ def _reject(token):
 
 def test_sigterm_mid_epoch_checkpoints_exits_75_and_resumes_exactly(tmp_path, fashion_mnist, env,
                                                                     reference):
-  data_dir, _ = fashion_mnist
   workdir = tmp_path / "run"
-  victim = fh.Run(workdir, data_dir, env)
+  victim = fh.Run(workdir, env)
   victim.wait_for(lambda: fh.losses(workdir))  # step 1 is logged: training is under way
   victim.proc.send_signal(signal.SIGTERM)
   assert victim.wait() == 75, victim.output[-3000:]
@@ -158,7 +156,7 @@ def test_sigterm_mid_epoch_checkpoints_exits_75_and_resumes_exactly(tmp_path, fa
   assert 0 < stopped < fh.STEPS_PER_EPOCH, "not mid-epoch"
   assert max(fh.losses(workdir)) == stopped
 
-  resumed = fh.Run(workdir, data_dir, env, "--config.max_checkpoints_to_keep=4")
+  resumed = fh.Run(workdir, env, "--config.max_checkpoints_to_keep=4")
   assert resumed.wait() == 0, resumed.output[-3000:]
   assert f"resumed from step {stopped}" in resumed.output
   assert "max_checkpoints_to_keep: 3 -> 4" in resumed.output  # a changed config is reported
@@ -169,13 +167,12 @@ def test_sigterm_mid_epoch_checkpoints_exits_75_and_resumes_exactly(tmp_path, fa
 
 def test_sigkill_while_checkpointing_loses_nothing_complete(tmp_path, fashion_mnist, env,
                                                              reference):
-  data_dir, _ = fashion_mnist
   workdir, rng = tmp_path / "run", random.Random(0)
   every_step = "--config.checkpoint_every_steps=1"
   killed_mid_write = 0
   for _ in range(3):
     before = fh.complete_checkpoints(workdir)
-    run = fh.Run(workdir, data_dir, env, every_step)
+    run = fh.Run(workdir, env, every_step)
     run.wait_for(lambda: max(fh.complete_checkpoints(workdir) or [0]) > max(before or [0]))
     run.wait_for(lambda: fh.writing_checkpoint(workdir))
     time.sleep(rng.uniform(0, 0.02))
@@ -193,7 +190,7 @@ def test_sigkill_while_checkpointing_loses_nothing_complete(tmp_path, fashion_mn
   complete = fh.complete_checkpoints(workdir)
   for f in glob.glob(f"{workdir}/checkpoints/{complete[-1]}/**/d/*", recursive=True):
     os.truncate(f, 3)
-  final = fh.Run(workdir, data_dir, env, every_step)
+  final = fh.Run(workdir, env, every_step)
   assert final.wait() == 0, final.output[-3000:]
   assert re.search(rf"checkpoint .*/{complete[-1]} is unreadable", final.output), final.output
   assert f"resumed from step {complete[-2]}" in final.output

@@ -26,9 +26,7 @@ class _Capture(logging.Handler):
 
 
 def test_bp_summary_on_two_chosen_devices(tmp_path, fashion_mnist):
-  data_dir, _ = fashion_mnist
   config = fashion_mnist_quickstart.get_config("bp")
-  config.data.tfds_data_dir = data_dir
   config.data.train_subset, config.data.test_subset = 256, 200
   config.data.batch_size, config.data.eval_batch_size, config.num_epochs = 64, 200, 1
   config.eval.bn_recompute_batches = 0

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("fast_compile")  # tests/conftest.py
 
 @pytest.mark.parametrize("method", ["bp", "greedy", "dgl", "infopro", "predsim"])
 def test_loss_falls_on_fashion_mnist(method, fashion_mnist):
-  _, full = fashion_mnist
+  full = fashion_mnist
   data = input_pipeline.Dataset(
       "fashion_mnist", (full.train_images[:2048], full.train_labels[:2048]),
       (full.test_images[:8], full.test_labels[:8]), 10, full.mean, full.std, seed=0)
