@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from configs import common
-from jax_local import config_validation, optim
+from jax_local import config_validation, optim, parallel
 from jax_local.data import input_pipeline
+from jax_local.models import layers
 from jax_local.engine import fused, pipeline_schedule, pipelined, schedule, sequential, stages
 from tests import helpers
 from tests import test_plugins_routing as plugin_routing
@@ -95,6 +96,14 @@ def test_sync_one_microbatch_equals_sequential():
   _allclose(new, want)
   assert sorted(metrics) == sorted(want_metrics)
   _allclose(metrics, {k: want_metrics[k] for k in metrics})
+  # placed on a 2-device mesh as the trainer does: the same step, the state given back
+  # replicated over the mesh's devices
+  par = parallel.Parallel(parallel.make_mesh(jax.devices()[:2]), layers.Policy(None, 1))
+  placed_state, placed_metrics = par.train_step(step)(par.put_replicated(_copy(state)), batch)
+  assert par.is_replicated(placed_state) and placed_state.params["heads"]["m0"]["Dense_0"]["Dense_0"][
+      "kernel"].sharding.device_set == set(jax.devices()[:2])
+  _allclose(placed_state, want)
+  np.testing.assert_allclose(placed_metrics["loss"], want_metrics["loss"], **TOL)
 
 
 @pytest.mark.parametrize("base", ["greedy", "dgl", "infopro", "predsim", "auglocal"])

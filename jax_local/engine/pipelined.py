@@ -122,16 +122,16 @@ class PipelinedStep(executor.Executor):
                                  self._split)
     self.programs = StagePrograms(self._plan, self._tx, self._lr, *self._norm, mesh)
     self._dead = self.schedule.dead_after()
-    self._stage = stages.stage_of(self.boundaries, self._plan.num_modules)
+    stage = stages.stage_of(self.boundaries, self._plan.num_modules)
+    self._part_stage = {c.program.part: stage[c.module] for c in self.schedule.calls
+                        if isinstance(c.program, sched.UpdateSpec)}
 
   def _home(self, state, batch):
     """The state's parts on their stages (replicated over its `data` devices), the step on the
     last stage, the batch sharded over stage 0's."""
     meshes = self.programs.meshes
     put = lambda tree, s: jax.device_put(tree, NamedSharding(meshes[s], P()))
-    module = {c.program.part: c.module for c in self.schedule.calls
-              if isinstance(c.program, sched.UpdateSpec)}
-    placed = {f: {top: {p: put(v, self._stage[module[top, p]]) for p, v in parts.items()}
+    placed = {f: {top: {p: put(v, self._part_stage[top, p]) for p, v in parts.items()}
                   for top, parts in getattr(state, f).items()}
               for f in ("params", "opt_state", "batch_stats")}
     placed["step"] = put(state.step, len(meshes) - 1)
@@ -175,12 +175,20 @@ class PipelinedStep(executor.Executor):
   def placed(self, placement: executor.Placement):
     """The placement's devices in S rows (stage s: its s-th slice of devices, its `data` axis
     sharding the batch inside the stage); each stage's programs run one at a time on CPU when a
-    stage has several devices (collectives in flight, docs/design.md §8)."""
+    stage has several devices (collectives in flight, docs/design.md §8). The new state and the
+    metrics are copied out as the placement has them (the trainer's evaluation and checks read
+    them there); the next step takes each part from its stage's copy."""
     devices = list(np.asarray(placement.batch.mesh.devices).flat)
     mesh = make_mesh(self.num_stages, devices)
     call = sequential.one_at_a_time if (placement.one_at_a_time and mesh.shape[DATA_AXIS] > 1
                                         ) else sequential.execute
-    return lambda state, batch: self.run(state, batch, mesh, call)
+
+    def step(state, batch):
+      new_state, out = self.run(state, batch, mesh, call)
+      return (jax.device_put(new_state, placement.state(new_state)),
+              jax.device_put(out, placement.replicated))
+
+    return step
 
 
 def make_train_step(plan: Plan, tx: part_optimizer.PartOptimizer, lr_schedule, mean, std,
