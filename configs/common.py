@@ -66,7 +66,12 @@ def get_config(method: str = "infopro", plugin: str = "none"):
   c.optim.milestones = (200, 300, 350, 375)  # schedule=milestones: x milestone_factor
   c.optim.milestone_factor = 0.25
 
-  c.executor = "fused"
+  c.executor = "fused"             # fused | sequential | pipelined (docs/design.md §3.5-§3.9)
+  c.pipeline = ml_collections.ConfigDict()  # executor=pipelined only
+  c.pipeline.stages = 2            # S: rows of a ('stage', 'data') mesh over the devices
+  c.pipeline.boundaries = ()       # first module of stages 1..S-1; () = balanced by FLOPs
+  c.pipeline.mode = "sync"         # sync (one update per step) | async (one per micro-batch)
+  c.pipeline.microbatches = 4      # M: the global batch in M micro-batches
   c.log_every_steps = 50
   c.eval_every_epochs = 1
   c.eval = ml_collections.ConfigDict()

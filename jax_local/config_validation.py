@@ -8,7 +8,8 @@ import jax
 from jax_local import divergence, experiment, methods, optim, parallel, plugins, splits
 from jax_local.config_errors import ConfigError, choice as _choice, integer, positive as _positive
 from jax_local.data import catalog
-from jax_local.engine import EXECUTORS
+from jax_local.engine import EXECUTORS, pipeline_schedule
+from jax_local.engine import stages as stages_lib
 from jax_local.models import ARCHS, build_backbone
 from jax_local.models.cifar_resnet import stage_sizes
 
@@ -77,6 +78,46 @@ def validate_config(config, num_devices: int | None = None) -> None:
   except ValueError as e:
     raise ConfigError(str(e)) from None
   validate_method(config.method, split)
+  if config.executor == "pipelined":
+    validate_pipeline(config, split, devices)
+
+
+def validate_pipeline(config, split, devices: int) -> None:
+  """config.pipeline for executor=pipelined: S stages of whole modules on a ('stage', 'data')
+  mesh of the devices, M micro-batches that divide each stage's share of the batch."""
+  p = config.get("pipeline", {})
+  stages, bounds = p.get("stages", 2), tuple(p.get("boundaries", ()))
+  num, mode = p.get("microbatches", 4), p.get("mode", "sync")
+  integer("pipeline.stages", stages, 1)
+  integer("pipeline.microbatches", num, 1)
+  _choice("pipeline.mode", mode, pipeline_schedule.MODES)
+  k = split.num_modules
+  if stages > k:
+    raise ConfigError(f"config.pipeline.stages={stages} exceeds the {k} modules of "
+                      f"config.split.preset={split.name!r}; use at most {k} stages")
+  if stages > devices:
+    raise ConfigError(f"config.pipeline.stages={stages} exceeds the {devices} devices present "
+                      f"(a stage needs its own); use at most {devices} stages, or on CPU emulate "
+                      f"more: XLA_FLAGS=--xla_force_host_platform_device_count={stages}")
+  if devices % stages:
+    fits = [s for s in range(1, devices + 1) if devices % s == 0 and s <= k]
+    raise ConfigError(f"config.pipeline.stages={stages} does not divide the {devices} devices "
+                      f"into a ('stage', 'data') mesh; use one of {fits}")
+  rows = config.data.batch_size // (devices // stages)
+  if rows % num:
+    fits = [m for m in range(1, rows + 1) if rows % m == 0]
+    raise ConfigError(f"config.pipeline.microbatches={num} does not divide the {rows} examples "
+                      f"a stage's device gets of config.data.batch_size="
+                      f"{config.data.batch_size}; use one of {fits}")
+  if bounds:
+    if len(bounds) != stages - 1:
+      raise ConfigError(f"config.pipeline.boundaries={bounds} gives {len(bounds) + 1} stages "
+                        f"but config.pipeline.stages={stages}; give {stages - 1} boundaries "
+                        "or () for a placement balanced by FLOPs")
+    try:
+      stages_lib.check(k, bounds)
+    except stages_lib.PlacementError as e:
+      raise ConfigError(f"config.{e}") from None
 
 
 def _validation_size(data) -> None:

@@ -90,6 +90,15 @@ def dataset_spec(config) -> DatasetSpec:
   return DatasetSpec(shape, config.data.num_classes, info.mean, info.std)
 
 
+def updates_per_step(config) -> int:
+  """Optimizer updates per training step: M for the async pipelined executor (one per
+  micro-batch), else 1. The learning-rate schedule counts updates."""
+  p = config.get("pipeline", {})
+  if config.get("executor") == "pipelined" and p.get("mode", "sync") == "async":
+    return p.get("microbatches", 4)
+  return 1
+
+
 def build(config, dataset=None) -> Experiment:
   """The experiment of a validated config. dataset: the loaded one (`data.Dataset`: its shape,
   classes and steps per epoch); None: the catalog's facts, the data never loaded."""
@@ -106,7 +115,8 @@ def build(config, dataset=None) -> Experiment:
   split = split_of(config)
   backbone = build_backbone(config.model, spec.num_classes)
   plan = build_plan(config.method, backbone, split, spec.num_classes)
-  schedule = optim.make_schedule(config.optim, config.num_epochs, steps)
-  base_tx = optim.make_optimizer(config.optim, config.num_epochs, steps)
+  updates = steps * updates_per_step(config)
+  schedule = optim.make_schedule(config.optim, config.num_epochs, updates)
+  base_tx = optim.make_optimizer(config.optim, config.num_epochs, updates)
   return Experiment(backbone, split, plan, part_optimizer.PartOptimizer(base_tx, plan.ema_pairs),
                     base_tx, schedule, steps, spec)

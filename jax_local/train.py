@@ -156,7 +156,7 @@ def _train_and_evaluate(config, workdir, return_state, mock_examples, devices, t
     _save_config(workdir, config_dict, bool(changes), start)
 
     train_step = par.train_step(engine.make_train_step(
-        config.executor, plan, tx, schedule, dataset.mean, dataset.std))
+        config.executor, plan, tx, schedule, dataset.mean, dataset.std, config.get("pipeline")))
     total_steps = steps_per_epoch * config.num_epochs
     guard = divergence.Guard(
         config.get("on_nonfinite", "stop"),

@@ -57,13 +57,14 @@ def repeat_bn_updates(plan: Plan, old, new, momentum: float = BatchNorm.momentum
 
   One train-mode call updates a running average r_1 = μ·r_0 + (1−μ)·b; n calls with the same
   input (same batch statistic b) give r_n = μ^n·r_0 + (1−μ^n)·b = r_0 + (1−μ^n)/(1−μ)·(r_1 − r_0).
-  old / new: {block: stats} before and after the step's single update; returns the n-call stats.
+  old / new: {block: stats} before and after the step's single update (the blocks of `new` only:
+  a pipeline stage's); returns the n-call stats.
   """
   out = dict(new)
   for m, n in enumerate(plan.bn_updates):
     if n > 1:
       scale = (1 - momentum ** n) / (1 - momentum)
-      for b in plan.modules[m]:
+      for b in (b for b in plan.modules[m] if b in new):
         out[b] = jax.tree.map(lambda r0, r1: r0 + scale * (r1 - r0), old[b], new[b])
   return out
 

@@ -285,7 +285,7 @@ def build(plan: Plan, split: str = "auto") -> Schedule:
     else:
       b.split_unit(i)
   b.update()
-  calls = _mark_final(b.calls)
+  calls = mark_final(b.calls)
   inputs = ("batch", "act/0", "step") + tuple(
       f"{kind}/{top}/{p}" for kind in ("params", "opt", "stats") for top, p in b.parts)
   state = {"step": "step",
@@ -454,7 +454,7 @@ class _Builder:
              ("step", old_stats, "metrics/step"), None)
 
 
-def _mark_final(calls: list[Call]) -> list[Call]:
+def mark_final(calls: list[Call]) -> list[Call]:
   """Sets each spec's final flags: a call is final for a gradient buffer it writes last."""
   last = {}
   for k, c in enumerate(calls):

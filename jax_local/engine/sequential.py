@@ -40,6 +40,24 @@ def step_inputs(schedule: sched.Schedule, state, batch) -> dict[str, Any]:
   return env
 
 
+def run_calls(calls, dead, programs, env: dict[str, Any], call: Callable[..., Any]) -> None:
+  """Runs `calls` in order on the named values `env`: each as `call(c, fn, *args)` on its
+  resolved arguments, its outputs stored under their names, then the names in `dead` (per call,
+  `Schedule.dead_after`) dropped."""
+  for c, gone in zip(calls, dead):
+    sched.bind(c.outputs, call(c, programs[c.program], *sched.resolve(c.args, env)), env)
+    for name in gone:
+      del env[name]
+
+
+def step_results(schedule: sched.Schedule, state, env: dict[str, Any]):
+  """(new state, metrics) from the values held after a schedule's last call."""
+  results = schedule.results
+  metrics = {f"{prefix}{k}": v for prefix, name in results["metrics"].items()
+             for k, v in env[name].items()}
+  return state.replace(**sched.resolve(results["state"], env)), metrics
+
+
 class SequentialStep(executor.Executor):
   """(state, batch) -> (state, metrics), with the fused executor's contract and metric keys."""
 
@@ -57,16 +75,10 @@ class SequentialStep(executor.Executor):
     """The step as `call(c, fn, *args)` for each call c of the schedule (up to `stop`); returns
     `(state, metrics)`, or the values still held after call `stop`."""
     env = step_inputs(self.schedule, state, batch)
-    for c, dead in list(zip(self.schedule.calls, self._dead))[:stop]:
-      sched.bind(c.outputs, call(c, self.programs[c.program], *sched.resolve(c.args, env)), env)
-      for name in dead:
-        del env[name]
+    run_calls(self.schedule.calls[:stop], self._dead, self.programs, env, call)
     if stop is not None:
       return env
-    results = self.schedule.results
-    metrics = {f"{prefix}{k}": v for prefix, name in results["metrics"].items()
-               for k, v in env[name].items()}
-    return state.replace(**sched.resolve(results["state"], env)), metrics
+    return step_results(self.schedule, state, env)
 
   def gradients(self, state, batch):
     """(gradients, new statistics) of a step, before the update: what `jax.grad` of the fused

@@ -17,18 +17,27 @@ def sumsq(trees):
   return sum((jnp.sum(x * x) for x in jax.tree.leaves(trees)), jnp.zeros((), jnp.float32))
 
 
-def finish(plan, schedule, step, stats, new_stats, losses, sqs):
-  """(step + 1, statistics, metrics) after a step's gradients.
+def statistics(plan, stats, new_stats):
+  """The BatchNorm rule: statistics after a step from those before (`stats`) and those of its
+  forward passes (`new_stats`), both {"backbone": {block: …}, "heads": {head: …}}; the backbone's
+  get the plan's number of updates per step (`forward.repeat_bn_updates`, docs/design.md §3.3).
+  new_stats may hold only some parts (the heads that ran, or one pipeline stage's parts: then
+  `stats` holds that stage's parts too)."""
+  return {"backbone": forward.repeat_bn_updates(plan, stats["backbone"], new_stats["backbone"]),
+          "heads": {**stats["heads"], **new_stats["heads"]}}
 
-  stats / new_stats: {"backbone": {block: …}, "heads": {head: …}} before the step and from its
-  forward passes (new_stats["heads"] may hold only the heads that ran); the backbone's get the
-  plan's number of updates per step (`forward.repeat_bn_updates`, docs/design.md §3.3).
-  losses: the step's Σ weight·loss in pieces; sqs: squared norms of the gradient in pieces.
-  metrics: "loss" = Σ losses, "lr" = schedule(step), "grad_norm" = sqrt(Σ sqs).
-  """
+
+def step_metrics(schedule, step, losses, sqs):
+  """(step + 1, metrics): "loss" = Σ losses, "lr" = schedule(step), "grad_norm" = sqrt(Σ sqs).
+  losses: the step's Σ weight·loss in pieces; sqs: squared norms of the gradient in pieces."""
   zero = jnp.zeros((), jnp.float32)
-  stats = {"backbone": forward.repeat_bn_updates(plan, stats["backbone"], new_stats["backbone"]),
-           "heads": {**stats["heads"], **new_stats["heads"]}}
   metrics = {"loss": sum(losses, zero), "lr": schedule(step),
              "grad_norm": jnp.sqrt(sum(sqs, zero))}
-  return step + 1, stats, metrics
+  return step + 1, metrics
+
+
+def finish(plan, schedule, step, stats, new_stats, losses, sqs):
+  """(step + 1, statistics, metrics) after a step's gradients: `statistics` and
+  `step_metrics`."""
+  step, metrics = step_metrics(schedule, step, losses, sqs)
+  return step, statistics(plan, stats, new_stats), metrics

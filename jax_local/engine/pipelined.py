@@ -1,0 +1,200 @@
+"""The pipelined executor: the plan's modules in S stages on the devices of a ('stage', 'data')
+mesh, M micro-batches in flight, every stage computing at once (docs/design.md §3.9).
+
+`engine/pipeline_schedule.py` turns the plan into calls placed on stages; this executor runs
+them with the sequential executor's driver. Each program runs on the devices its inputs live on:
+a part's parameters, optimizer state and statistics live on its stage (replicated over the
+stage's `data` devices), the batch arrives on stage 0, and a transfer call moves a value to the
+next stage by `jax.device_put`. Nothing blocks between calls, so the host dispatches stage s's
+micro-batch m while stage s-1 computes micro-batch m+1, and the next step's first stage starts
+while the last stage finishes this one (no stage waits for a later stage in local learning).
+At most two steps are in flight: a step waits for the one before the previous to finish.
+
+With a stage's modules on its devices, the update equals the sequential executor's on the same
+micro-batches (sync: the mean of their gradients, one update; async: one update per micro-batch,
+as M sequential steps) up to float rounding (tests/test_pipelined.py).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+from jax_local import part_optimizer
+from jax_local.engine import executor, programs, sequential, stages, step_end
+from jax_local.engine import pipeline_schedule as psched
+from jax_local.engine import schedule as sched
+from jax_local.plan import Plan
+
+STAGE_AXIS, DATA_AXIS = "stage", "data"
+DEFAULTS = {"stages": 2, "boundaries": (), "mode": "sync", "microbatches": 4}
+
+
+def make_mesh(stages: int, devices=None) -> jax.sharding.Mesh:
+  """A ('stage', 'data') mesh: `devices` (default: every device) in `stages` rows."""
+  devices = jax.devices() if devices is None else list(devices)
+  if len(devices) % stages:
+    raise ValueError(f"{len(devices)} devices do not split into {stages} stages")
+  return jax.make_mesh((stages, len(devices) // stages), (STAGE_AXIS, DATA_AXIS),
+                       axis_types=(AxisType.Auto,) * 2, devices=devices)
+
+
+def metrics(lr_schedule, spec: psched.MetricsSpec, step, losses, sqs):
+  """(step + 1, metrics) of a pipelined step (`pipeline_schedule.MetricsSpec`)."""
+  step, out = step_end.step_metrics(lambda k: lr_schedule(k * spec.updates), step, losses, sqs)
+  return step, {**out, "loss": spec.scale * out["loss"],
+                "grad_norm": jnp.sqrt(spec.scale) * out["grad_norm"]}
+
+
+def _slice(spec: psched.SliceSpec, batch):
+  rows = jax.tree.leaves(batch)[0].shape[0] // spec.count
+  part = jax.tree.map(lambda x: x[spec.index * rows:(spec.index + 1) * rows], batch)
+  return part, part["image"]
+
+
+def _mean(*trees):
+  return jax.tree.map(lambda *xs: sum(xs[1:], xs[0]) / len(xs), *trees)
+
+
+class StagePrograms(programs.Programs):
+  """The sequential executor's programs plus the pipeline's: slices, means, the statistics of a
+  stage, the step's metrics, and transfers to a stage's devices of `mesh`."""
+
+  def __init__(self, plan, tx, lr_schedule, mean, std, mesh: jax.sharding.Mesh):
+    super().__init__(plan, tx, lr_schedule, mean, std)
+    meshes = [jax.sharding.Mesh(row, (DATA_AXIS,)) for row in mesh.devices]
+
+    def transfer(spec):
+      sharding = NamedSharding(meshes[spec.stage], P(DATA_AXIS) if spec.batched else P())
+      return lambda x: jax.device_put(x, sharding)
+
+    self._make.update({
+        psched.SliceSpec: lambda s: jax.jit(functools.partial(_slice, s)),
+        psched.MeanSpec: lambda s: jax.jit(_mean),
+        psched.TransferSpec: transfer,
+        psched.StatisticsSpec: lambda s: jax.jit(functools.partial(step_end.statistics, plan)),
+        psched.MetricsSpec: lambda s: jax.jit(functools.partial(metrics, lr_schedule, s)),
+    })
+    self.meshes = meshes
+
+
+class PipelinedStep(executor.Executor):
+  """(state, batch) -> (state, metrics) with the sequential executor's metric keys; the new
+  state's parts live on their stages' devices (and are placed there at the first call).
+
+  boundaries: the first module of stages 1..S-1, or None: balanced by the FLOPs of each
+  module's programs (`stages.module_costs`, `stages.balanced`) at the first call.
+  """
+
+  def __init__(self, plan: Plan, tx: part_optimizer.PartOptimizer, lr_schedule, mean, std,
+               num_stages: int = 2, boundaries=None, microbatches: int = 1, mode: str = "sync",
+               devices=None, split: str = "auto"):
+    if mode not in psched.MODES:
+      raise ValueError(f"pipeline.mode={mode!r}; valid: {', '.join(psched.MODES)}")
+    if boundaries is not None and len(boundaries) != num_stages - 1:
+      raise ValueError(f"pipeline.boundaries={tuple(boundaries)} gives {len(boundaries) + 1} "
+                       f"stages, pipeline.stages={num_stages}")
+    self._plan, self._tx, self._split = plan, tx, split
+    self._lr, self._norm = lr_schedule, (mean, std)
+    self.num_stages, self.microbatches, self.mode = num_stages, microbatches, mode
+    self.boundaries = None if boundaries is None else tuple(boundaries)
+    self._devices = devices
+    self.schedule = None
+    self._in_flight: list = []
+
+  def _build(self, state, batch, mesh):
+    """The schedule and programs, once the shapes (and so the costs) are known."""
+    if self.schedule is not None:
+      return
+    if self.boundaries is None:
+      seq = sequential.SequentialStep(self._plan, self._tx, self._lr, *self._norm, self._split)
+      rows = jax.tree.leaves(batch)[0].shape[0] // self.microbatches
+      micro = jax.tree.map(lambda x: jax.ShapeDtypeStruct((rows, *x.shape[1:]), x.dtype), batch)
+      abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+      costs = stages.module_costs(seq, abstract, micro)
+      self.boundaries = stages.balanced(costs, self.num_stages,
+                                        stages.preferred_cuts(self._plan, self.num_stages))
+    self.schedule = psched.build(self._plan, self.boundaries, self.microbatches, self.mode,
+                                 self._split)
+    self.programs = StagePrograms(self._plan, self._tx, self._lr, *self._norm, mesh)
+    self._dead = self.schedule.dead_after()
+    stage = stages.stage_of(self.boundaries, self._plan.num_modules)
+    self._part_stage = {c.program.part: stage[c.module] for c in self.schedule.calls
+                        if isinstance(c.program, sched.UpdateSpec)}
+
+  def _home(self, state, batch):
+    """The state's parts on their stages (replicated over its `data` devices), the step on the
+    last stage, the batch sharded over stage 0's."""
+    meshes = self.programs.meshes
+    put = lambda tree, s: jax.device_put(tree, NamedSharding(meshes[s], P()))
+    placed = {f: {top: {p: put(v, self._part_stage[top, p]) for p, v in parts.items()}
+                  for top, parts in getattr(state, f).items()}
+              for f in ("params", "opt_state", "batch_stats")}
+    placed["step"] = put(state.step, len(meshes) - 1)
+    return state.replace(**placed), jax.device_put(batch, NamedSharding(meshes[0], P(DATA_AXIS)))
+
+  def run(self, state, batch, mesh, call: Callable[..., Any] = sequential.execute):
+    self._build(state, batch, mesh)
+    state, batch = self._home(state, batch)
+    env = sequential.step_inputs(self.schedule, state, batch)
+    sequential.run_calls(self.schedule.calls, self._dead, self.programs, env, call)
+    new_state, out = sequential.step_results(self.schedule, state, env)
+    self._in_flight.append(out["loss"])
+    if len(self._in_flight) > 2:
+      jax.block_until_ready(self._in_flight.pop(0))
+    return new_state, out
+
+  def _default_mesh(self):
+    devices = self._devices or jax.devices()[:self.num_stages]
+    return make_mesh(self.num_stages, devices)
+
+  def __call__(self, state, batch):
+    """One step on the first S devices (one per stage), or on `devices`."""
+    return self.run(state, batch, self._default_mesh())
+
+  def lower(self, state, batch) -> list[jax.stages.Lowered]:
+    mesh = self._default_mesh()
+    self._build(state, batch, mesh)
+    lowered = {}
+
+    def call(c, fn, *args):
+      if isinstance(c.program, psched.TransferSpec):
+        return args[0]
+      traced = fn.trace(*args)
+      lowered.setdefault(programs.program_key(fn, args), traced)
+      return traced.out_info
+
+    env = sequential.step_inputs(self.schedule, state, batch)
+    sequential.run_calls(self.schedule.calls, self._dead, self.programs, env, call)
+    return [traced.lower() for traced in lowered.values()]
+
+  def placed(self, placement: executor.Placement):
+    """The placement's devices in S rows (stage s: its s-th slice of devices, its `data` axis
+    sharding the batch inside the stage); each stage's programs run one at a time on CPU when a
+    stage has several devices (collectives in flight, docs/design.md §8). The new state and the
+    metrics are copied out as the placement has them (the trainer's evaluation and checks read
+    them there); the next step takes each part from its stage's copy."""
+    devices = list(np.asarray(placement.batch.mesh.devices).flat)
+    mesh = make_mesh(self.num_stages, devices)
+    call = sequential.one_at_a_time if (placement.one_at_a_time and mesh.shape[DATA_AXIS] > 1
+                                        ) else sequential.execute
+
+    def step(state, batch):
+      new_state, out = self.run(state, batch, mesh, call)
+      return (jax.device_put(new_state, placement.state(new_state)),
+              jax.device_put(out, placement.replicated))
+
+    return step
+
+
+def make_train_step(plan: Plan, tx: part_optimizer.PartOptimizer, lr_schedule, mean, std,
+                    pipeline=None, split: str = "auto") -> PipelinedStep:
+  """The pipelined step of a config's `pipeline` section (DEFAULTS where absent)."""
+  cfg = {**DEFAULTS, **dict(pipeline or {})}
+  return PipelinedStep(plan, tx, lr_schedule, mean, std, cfg["stages"],
+                       tuple(cfg["boundaries"]) or None, cfg["microbatches"], cfg["mode"],
+                       split=split)

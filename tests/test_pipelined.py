@@ -1,0 +1,205 @@
+"""The pipelined executor on 2 emulated CPU devices (one per stage) gives the sequential
+executor's update on the same micro-batches: sync = the mean gradient of the micro-batches and
+the mean of their new BatchNorm statistics (ghost BatchNorm), one update; async = one sequential
+step per micro-batch. Also: the placement of modules on stages, the config errors, and the loss
+falling on real Fashion-MNIST in async mode.
+
+Tolerance as tests/test_sequential.py (same programs; the pipeline sums losses per stage first).
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import common
+from jax_local import config_validation, optim, parallel
+from jax_local.data import input_pipeline
+from jax_local.models import layers
+from jax_local.engine import fused, pipeline_schedule, pipelined, schedule, sequential, stages
+from tests import helpers
+from tests import test_plugins_routing as plugin_routing
+
+MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
+TOL = dict(rtol=1e-5, atol=5e-6)
+
+pytestmark = [pytest.mark.usefixtures("fast_compile"), pytest.mark.multi_device]
+
+
+def _allclose(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, **TOL)
+
+
+def _copy(tree):
+  return jax.tree.map(jnp.copy, tree)
+
+
+def _halves(batch, count):
+  rows = batch["label"].shape[0] // count
+  return [jax.tree.map(lambda x: x[m * rows:(m + 1) * rows], batch) for m in range(count)]
+
+
+def _setup(base, plugin="none"):
+  if plugin == "none":
+    config = helpers.tiny_config(base, preset="blocks_stem" if base == "auglocal" else
+                                 "uniform_k3")
+    common.set_selected(config.method, auglocal=dict(aux_depth=1))
+    plan, tx, state = helpers.tiny_plan_and_state(config)
+  else:
+    config = plugin_routing.plugin_config(base, plugin)
+    plan, tx, state = plugin_routing.build(config)
+  return plan, tx, state, optim.make_schedule(config.optim, config.num_epochs, 10)
+
+
+def _sync_reference(plan, tx, lr, state, batch, count):
+  """The sequential executor's gradients and new statistics on each micro-batch, averaged, then
+  the update (`fused.apply_gradients`)."""
+  seq = sequential.SequentialStep(plan, tx, lr, MEAN, STD)
+  pieces = [seq.gradients(_copy(state), jax.device_put(b)) for b in _halves(batch, count)]
+  mean = lambda trees: jax.tree.map(lambda *xs: sum(xs[1:], xs[0]) / len(xs), *trees)
+  grads, new_stats = mean([g for g, _ in pieces]), mean([s for _, s in pieces])
+  start = next(k for k, c in enumerate(seq.schedule.calls)
+               if isinstance(c.program, schedule.UpdateSpec))
+  loss = sum(v for b in _halves(batch, count)
+             for n, v in seq.run(_copy(state), jax.device_put(b), stop=start).items()
+             if n.startswith("loss/")) / count
+  return fused.apply_gradients(plan, tx, lr, _copy(state), grads, new_stats, {"loss": loss})
+
+
+def _check_sync(plan, tx, lr, state, boundaries, count):
+  batch = helpers.random_batch()
+  step = pipelined.PipelinedStep(plan, tx, lr, MEAN, STD, len(boundaries) + 1, boundaries,
+                                 count, "sync")
+  new, metrics = step(_copy(state), batch)
+  want, want_metrics = _sync_reference(plan, tx, lr, state, batch, count)
+  _allclose(new, want)
+  for key in ("loss", "grad_norm", "lr"):
+    np.testing.assert_allclose(metrics[key], want_metrics[key], **TOL)
+  # every part's state lives on its stage's device
+  stage = stages.stage_of(boundaries, plan.num_modules)
+  devices = jax.devices()
+  for c in step.schedule.calls:
+    if isinstance(c.program, schedule.UpdateSpec):
+      top, part = c.program.part
+      for x in jax.tree.leaves(new.params[top][part]):
+        assert x.devices() == {devices[stage[c.module]]}
+  return step
+
+
+def test_sync_one_microbatch_equals_sequential():
+  plan, tx, state, lr = _setup("dgl")
+  batch = helpers.random_batch()
+  step = pipelined.PipelinedStep(plan, tx, lr, MEAN, STD, 2, (1,), 1, "sync")
+  new, metrics = step(_copy(state), batch)
+  want, want_metrics = sequential.SequentialStep(plan, tx, lr, MEAN, STD)(_copy(state), batch)
+  _allclose(new, want)
+  assert sorted(metrics) == sorted(want_metrics)
+  _allclose(metrics, {k: want_metrics[k] for k in metrics})
+  # placed on a 2-device mesh as the trainer does: the same step, the state given back
+  # replicated over the mesh's devices
+  par = parallel.Parallel(parallel.make_mesh(jax.devices()[:2]), layers.Policy(None, 1))
+  placed_state, placed_metrics = par.train_step(step)(par.put_replicated(_copy(state)), batch)
+  assert par.is_replicated(placed_state) and placed_state.params["heads"]["m0"]["Dense_0"]["Dense_0"][
+      "kernel"].sharding.device_set == set(jax.devices()[:2])
+  _allclose(placed_state, want)
+  np.testing.assert_allclose(placed_metrics["loss"], want_metrics["loss"], **TOL)
+
+
+@pytest.mark.parametrize("base", ["greedy", "dgl", "infopro", "predsim", "auglocal"])
+def test_sync_microbatches_equal_accumulated_sequential(base):
+  plan, tx, state, lr = _setup(base)
+  _check_sync(plan, tx, lr, state, (1,), 2)
+
+
+@pytest.mark.parametrize("base,plugin", [("dgl", "hpff"), ("predsim", "man")])
+def test_sync_plugins_across_stages(base, plugin):
+  """HiLo windows {j, j+1} and MAN's copies of the next module's block: every cut of these plans
+  crosses a term or a copy; the cascade cotangent goes back to stage 0 and the source block's
+  parameters forward, and the update is still the sequential executor's."""
+  plan, tx, state, lr = _setup(base, plugin)
+  assert stages.clean_cuts(plan) == ()
+  step = _check_sync(plan, tx, lr, state, (2,), 2)
+  sends = [c.label for c in step.schedule.calls
+           if isinstance(c.program, pipeline_schedule.TransferSpec)]
+  if plugin == "hpff":
+    assert any(s.startswith("send ct/") and s.endswith("to stage 0") for s in sends)
+  else:
+    assert any(s.startswith("send params/backbone/") for s in sends)
+
+
+def test_async_equals_sequential_steps_on_microbatches():
+  """Each stage updates after every micro-batch: the sequential executor run once per
+  micro-batch gives the same state, on 2 stages and on 1 (where the pipeline is that loop)."""
+  plan, tx, state, lr = _setup("dgl")
+  batch = helpers.random_batch()
+  seq = sequential.SequentialStep(plan, tx, lr, MEAN, STD)
+  want, losses = _copy(state), []
+  for half in _halves(batch, 2):
+    want, m = seq(want, half)
+    losses.append(m["loss"])
+  for bounds in [(1,), ()]:
+    step = pipelined.PipelinedStep(plan, tx, lr, MEAN, STD, len(bounds) + 1, bounds, 2, "async")
+    new, metrics = step(_copy(state), batch)
+    _allclose((new.params, new.opt_state, new.batch_stats),
+              (want.params, want.opt_state, want.batch_stats))
+    assert int(new.step) == 1   # one step of the trainer: a global batch
+    np.testing.assert_allclose(metrics["loss"], np.mean(losses), **TOL)
+
+
+def test_async_loss_falls_on_fashion_mnist(fashion_mnist):
+  _, full = fashion_mnist
+  data = input_pipeline.Dataset(
+      "fashion_mnist", (full.train_images[:2048], full.train_labels[:2048]),
+      (full.test_images[:8], full.test_labels[:8]), 10, full.mean, full.std, seed=0)
+  config = helpers.tiny_config("dgl", depth=8, preset="uniform_k3")
+  config.data.num_classes = 10
+  config.optim.lr, config.optim.schedule = 0.05, "constant"
+  plan, tx, state = helpers.tiny_plan_and_state(config, data.image_shape)
+  lr = optim.make_schedule(config.optim, 1, 100)
+  step = pipelined.PipelinedStep(plan, tx, lr, data.mean, data.std, 2, None, 2, "async")
+  losses = []
+  for batch in data.train_batches(0, 0, 64, drop_remainder=True):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss"]))
+    if len(losses) == 12:
+      break
+  assert step.boundaries in {(1,), (2,)}
+  assert np.isfinite(losses).all()
+  assert np.mean(losses[-3:]) < 0.85 * np.mean(losses[:3]), losses
+
+
+def test_balanced_boundaries_from_costs():
+  assert stages.balanced([1, 1, 1, 1, 4], 2, (1, 2, 3, 4)) == (4,)
+  assert stages.balanced([1, 1, 1, 1, 4], 2, (1, 2)) == (2,)
+  assert stages.balanced([4, 1, 1, 1, 1, 4], 3, (1, 2, 3, 4, 5)) == (1, 5)
+  # FLOPs per module from XLA's cost analysis: the balanced cut of a real plan
+  plan, tx, state, lr = _setup("dgl")
+  seq = sequential.SequentialStep(plan, tx, lr, MEAN, STD)
+  costs = stages.module_costs(seq, state, helpers.random_batch())
+  assert len(costs) == plan.num_modules and min(costs) > 0
+  assert stages.balanced(costs, 2, (1, 2)) == (min(
+      (1, 2), key=lambda b: max(sum(costs[:b]), sum(costs[b:]))),)
+
+
+def _config(**pipeline):
+  c = helpers.tiny_config("dgl")
+  c.executor = "pipelined"
+  c.data.batch_size = c.data.eval_batch_size = 8
+  c.pipeline.update(pipeline)
+  return c
+
+
+@pytest.mark.parametrize("fields,message", [
+    (dict(stages=4), "config.pipeline.stages=4 exceeds the 3 modules"),
+    (dict(stages=3), "config.pipeline.stages=3 exceeds the 2 devices present"),
+    (dict(microbatches=3), "config.pipeline.microbatches=3 does not divide"),
+    (dict(mode="bulk"), "config.pipeline.mode='bulk'"),
+    (dict(boundaries=(1, 2)), "config.pipeline.boundaries=(1, 2) gives 3 stages"),
+    (dict(boundaries=(3,)), "must be ascending module indices in 1..2"),
+])
+def test_config_errors(fields, message):
+  with pytest.raises(config_validation.ConfigError, match=message.replace("(", r"\(").replace(
+      ")", r"\)")):
+    config_validation.validate_config(_config(**fields), num_devices=2)
+  config_validation.validate_config(_config(), num_devices=2)
