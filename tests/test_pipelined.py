@@ -148,7 +148,7 @@ def test_async_equals_sequential_steps_on_microbatches():
 
 
 def test_async_loss_falls_on_fashion_mnist(fashion_mnist):
-  _, full = fashion_mnist
+  full = fashion_mnist
   data = input_pipeline.Dataset(
       "fashion_mnist", (full.train_images[:2048], full.train_labels[:2048]),
       (full.test_images[:8], full.test_labels[:8]), 10, full.mean, full.std, seed=0)
