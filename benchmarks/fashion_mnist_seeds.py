@@ -1,6 +1,6 @@
 """Do the plug-ins close the local bases' gap to BP? Seeds with error bars at CPU scale (issue 15).
 
-  python benchmarks/fashion_mnist_seeds.py --root=/work/runs/fm_seeds --seeds=3 --epochs=4 \
+  python benchmarks/fashion_mnist_seeds.py --root=/work/runs/fm_seeds --seeds=3 --epochs=6 \
       --record=benchmarks/results/fm_seeds --out=/tmp/fm_seeds.md \
       --plot=benchmarks/figures/fm_seeds.png
 
@@ -133,7 +133,7 @@ def main():
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--root", default="/work/runs/fm_seeds")
   ap.add_argument("--seeds", default="3", help="a count or a comma list (jax_local.seeds)")
-  ap.add_argument("--epochs", type=int, default=4)
+  ap.add_argument("--epochs", type=int, default=6)
   ap.add_argument("--out", default="", help="also write the tables to this markdown file")
   ap.add_argument("--plot", default="", help="test-accuracy curves (re-estimated BN statistics), "
                   "mean ± std per row")

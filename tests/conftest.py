@@ -1,11 +1,39 @@
-"""Test setup: 8 fake CPU devices for sharding code, one prepared Fashion-MNIST per session, and
-runs on one device unless a test module is marked `multi_device`."""
+"""Test setup: 8 fake CPU devices for sharding code, one Fashion-MNIST per session, one XLA
+compilation cache per session, the longest modules first, and runs on one device unless a test
+module is marked `multi_device`."""
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402
+
+# The modules that take longest (compiles of many small programs, real launch.py processes) go
+# first, so that the two xdist workers (`--dist loadfile`) finish at about the same time.
+LONGEST_FIRST = ("test_pipelined.py", "test_sequential.py", "test_faults.py", "test_train.py")
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: order kept within
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """One persistent XLA compilation cache for the session, holding every program however quick
+  its compile: the tests build many identical small programs (the same tiny heads and blocks
+  under several executors), and each is compiled once per session instead of once per test."""
+  import jax
+  base = tmp_path_factory.getbasetemp()   # pytest-N/popen-gwK under xdist: shared by workers
+  cache = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "xla_cache"
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+           "jax_persistent_cache_min_entry_size_bytes")
+  old = {n: getattr(jax.config, n) for n in names}
+  for name, value in zip(names, (str(cache), 0.0, -1)):
+    jax.config.update(name, value)
+  yield
+  for name, value in old.items():
+    jax.config.update(name, value)
 
 
 @pytest.fixture(scope="session")

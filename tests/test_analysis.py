@@ -342,7 +342,7 @@ def test_compare_reads_a_run_being_written(tmp_path):
   """A run that has only started: config.json and a few metrics, a torn last line, no history."""
   run = tmp_path / "starting"
   run.mkdir()
-  config = _tiny_config("", "dgl", 2)
+  config = _tiny_config("dgl", 2)
   (run / "config.json").write_text(config.to_json())
   (run / "metrics.jsonl").write_text(
       json.dumps({"step": 4, "loss": 2.0, "images_per_sec": 128.0}) + "\n"
@@ -367,7 +367,7 @@ def test_compare_prints_the_papers_error_beside_a_published_row(tmp_path):
   assert (row["paper_error"], row["published_row"]) == ("8.94", "cifar10_r32_k16_dgl_hpff")
   other = tmp_path / "fm"
   other.mkdir()
-  (other / "config.json").write_text(_tiny_config("", "dgl", 1).to_json())
+  (other / "config.json").write_text(_tiny_config("dgl", 1).to_json())
   table = compare.format_table([row, compare.read_run(str(other))], "markdown")
   assert "paper err %" in table.splitlines()[0] and "| 8.94 |" in table
 
@@ -376,7 +376,7 @@ def _synthetic_run(root, name, method, seed, errors, errors_bn=None, finished=Tr
   summary.json when finished."""
   run = root / name
   run.mkdir()
-  config = _tiny_config("", method, len(errors))
+  config = _tiny_config(method, len(errors))
   config.seed = seed
   (run / "config.json").write_text(config.to_json())
   history = [{"epoch": e + 1, "step": 10 * (e + 1), "test_error": err,

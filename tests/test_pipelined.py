@@ -106,8 +106,10 @@ def test_sync_one_microbatch_equals_sequential():
   np.testing.assert_allclose(placed_metrics["loss"], want_metrics["loss"], **TOL)
 
 
-@pytest.mark.parametrize("base", ["greedy", "dgl", "infopro", "predsim", "auglocal"])
+@pytest.mark.parametrize("base", ["infopro", "predsim", "auglocal"])
 def test_sync_microbatches_equal_accumulated_sequential(base):
+  """The head kinds DGL's (also Greedy SL's) do not have: decoder + classifier, similarity
+  matching, copies of later blocks. DGL runs M=2 with a plug-in below, M=1 above, async after."""
   plan, tx, state, lr = _setup(base)
   _check_sync(plan, tx, lr, state, (1,), 2)
 
