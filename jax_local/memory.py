@@ -2,7 +2,8 @@
 
   python -m jax_local.memory --config=configs/X.py [--config.data.batch_size=N]
       [--variants=bp,sequential]
-      [--xla_dump_dir=DIR] [--execute] [--device_memory_profile=PREFIX] [--chart=PATH.png]
+      [--xla_dump_dir=DIR] [--execute] [--device_memory_profile=PREFIX]
+      [--chart=PATH.pdf|.svg|.png] [--dpi=N]
 
 Compile-only (abstract shapes from `jax.eval_shape`, nothing allocated), so paper sizes can be
 reported on a CPU. Every number is, per jitted program,
@@ -335,20 +336,24 @@ def main(argv):
     from jax_local.analysis.run_records import method_label
     plots.memory_chart(flags_.chart, {method_label(config): {r.name: r.bytes for r in rows}},
                        f"{config.data.name}, {config.model.arch}{config.model.depth}, "
-                       f"{s.plan.num_modules} modules, batch {config.data.batch_size}")
+                       f"{s.plan.num_modules} modules, batch {config.data.batch_size}",
+                       dpi=flags_.dpi)
     print(f"wrote {flags_.chart}")
 
 
 if __name__ == "__main__":
   from absl import app, flags
   from ml_collections import config_flags
+  from jax_local import plots
   config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
   flags.DEFINE_string("xla_dump_dir", "", "Write XLA dumps (HLO text, buffer assignment) here.")
   flags.DEFINE_bool("execute", False, "Also run each variant and report its measured peak.")
   flags.DEFINE_string("device_memory_profile", "",
                       "With --execute: write PREFIX.<variant>.prof (live arrays after a step).")
   flags.DEFINE_string("measure_variant", "", "Internal: measure one variant, print JSON.")
-  flags.DEFINE_string("chart", "", "Also write a bar chart of the table to this PNG (+ CSV).")
+  flags.DEFINE_string("chart", "", "Also write a bar chart of the table to this file (+ CSV); "
+                      "format from the extension: .pdf, .svg or .png.")
+  flags.DEFINE_integer("dpi", plots.DPI, "Resolution of a PNG chart.")
   flags.DEFINE_string("variants", ",".join(VARIANTS),
                       "Comma-separated variants to compile (a subset of " + ", ".join(VARIANTS)
                       + "); ratios need bp.")

@@ -165,8 +165,8 @@ def grouped_bar_chart(png_path: str, groups: Sequence[str], bars: Sequence[str],
 
 
 def memory_chart(png_path: str, table: Mapping[str, Mapping[str, float]], title: str,
-                 variants: Sequence[str] = ("bp", "bp_remat", "fused", "sequential")
-                 ) -> tuple[str, str]:
+                 variants: Sequence[str] = ("bp", "bp_remat", "fused", "sequential"),
+                 dpi: int = DPI) -> tuple[str, str]:
   """Grouped bars of the memory report (`jax_local.memory`): one cluster per config (e.g. a
   method), one bar per variant, in MiB. `table[config][variant]` is in bytes; the CSV holds MiB."""
   mib = 2.0 ** 20
@@ -175,4 +175,4 @@ def memory_chart(png_path: str, table: Mapping[str, Mapping[str, float]], title:
   present += sorted({v for g in groups for v in table[g]} - set(present))
   values = {(g, v): table[g][v] / mib for g in groups for v in table[g]}
   return grouped_bar_chart(png_path, groups, present, values, "config (method)",
-                           "compile-time memory per training step (MiB)", title)
+                           "compile-time memory per training step (MiB)", title, dpi=dpi)

@@ -438,3 +438,10 @@ def test_memory_chart_writes_png_and_csv_in_mib(tmp_path):
   assert [r["group"] for r in rows] == ["dgl", "infopro"]
   assert float(rows[0]["sequential"]) == 20.0 and rows[0]["bp_remat"] == ""
   assert float(rows[1]["bp_remat"]) == 110.0
+  # the format follows the extension; a PNG's pixel width follows dpi
+  pdf, _ = plots.memory_chart(str(tmp_path / "mem.pdf"), table, "test")
+  with open(pdf, "rb") as f:
+    assert f.read(5) == b"%PDF-"
+  low, _ = plots.memory_chart(str(tmp_path / "mem72.png"), table, "test", dpi=72)
+  width = lambda p: int.from_bytes(open(p, "rb").read()[16:20], "big")   # PNG IHDR width
+  assert width(png) == pytest.approx(width(low) * plots.DPI / 72, rel=0.02)
