@@ -133,7 +133,8 @@ def main(argv):
   workdir_lock.check_writable(FLAGS.workdir)
   from jax_local import run_log
   run_log.configure_console(verbose=jax.process_index() == 0)
-  if FLAGS.config.data.name != "fashion_mnist":  # read with NumPy alone, no TensorFlow
+  from jax_local.data import catalog
+  if catalog.DATASETS[FLAGS.config.data.name].uses_tensorflow:
     try:
       import tensorflow as tf  # keep TensorFlow (tfds input pipelines) off the accelerators
       tf.config.experimental.set_visible_devices([], "GPU")

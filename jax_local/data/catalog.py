@@ -4,7 +4,8 @@ Per dataset (`config.data.name`): the image shape (H, W, C) at the size trained 
 folder's depends on `data.image_size`, so None), the training-set size (None where it depends
 on the folder), the number of classes, the per-channel normalisation (mean, std) in [0, 1] units
 (docs/methods.md §10.2), and the stock tfds builder with its train and test splits (None for the
-datasets read otherwise: Debian's Fashion-MNIST files, image folders, ImageNet's own pipeline).
+datasets read otherwise: Debian's Fashion-MNIST files, image folders, ImageNet's own pipeline),
+and whether reading it imports TensorFlow (all but Fashion-MNIST, read with NumPy alone).
 Importing this module imports nothing heavy.
 """
 from __future__ import annotations
@@ -20,13 +21,15 @@ class DatasetInfo:
   mean: tuple[float, ...]
   std: tuple[float, ...]
   tfds: tuple[str, str, str] | None = None   # (builder name, train split, test split)
+  uses_tensorflow: bool = True
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 DATASETS = {
-    "fashion_mnist": DatasetInfo((28, 28, 1), 60000, 10, (0.286,), (0.353,)),
+    "fashion_mnist": DatasetInfo((28, 28, 1), 60000, 10, (0.286,), (0.353,),
+                                 uses_tensorflow=False),
     "cifar10": DatasetInfo((32, 32, 3), 50000, 10, (125.3 / 255, 123.0 / 255, 113.9 / 255),
                            (63.0 / 255, 62.1 / 255, 66.7 / 255), ("cifar10", "train", "test")),
     # InfoPro family: SVHN without its `extra` split
