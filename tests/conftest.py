@@ -3,7 +3,9 @@ compilation cache per session, the longest modules first, and runs on one device
 module is marked `multi_device`."""
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+from tests.xla_flags import xla_flags
+
+os.environ.setdefault("XLA_FLAGS", xla_flags(8))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402
@@ -63,8 +65,7 @@ def fast_compile():
 def one_device_mesh(request, monkeypatch):
   """Training runs use a one-device mesh unless the module says `pytest.mark.multi_device`:
   the sharded paths have their own tests (test_sharding, test_distributed), and 8 emulated
-  devices on 2 cores slow the others (test_faults, with its subprocesses also on one device:
-  168 s -> 97 s on the shared machine)."""
+  devices on 2 cores slow the others (test_faults runs its subprocesses on one device too)."""
   if request.node.get_closest_marker("multi_device"):
     return
   import jax

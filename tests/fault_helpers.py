@@ -6,6 +6,7 @@ import sys
 import time
 
 from jax_local.metric_names import WEIGHTED_TOTAL
+from tests.xla_flags import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS_PER_EPOCH, EPOCHS = 16, 2
@@ -59,7 +60,7 @@ def env_with_cache(cache_dir):
   return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
-          "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+          "XLA_FLAGS": xla_flags(1),
           "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 
 

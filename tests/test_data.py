@@ -8,6 +8,7 @@ import pytest
 
 from jax_local.data import augment as augment_lib
 from jax_local.data import input_pipeline
+from tests.xla_flags import xla_flags
 
 FM_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -239,7 +240,7 @@ def test_launch_mock_data_trains_a_stock_config_and_refuses_fashion_mnist(tmp_pa
   with pytest.raises(app.UsageError, match="--mock_data mocks stock tfds datasets"):
     launch.mock_data(16, "fashion_mnist")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+  env = {**os.environ, "XLA_FLAGS": xla_flags(1),
          "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
   run = subprocess.run(
       [sys.executable, os.path.join(root, "launch.py"),

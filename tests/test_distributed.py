@@ -21,6 +21,7 @@ import pytest
 from jax_local import parallel
 from jax_local.metric_names import TRAIN_LOSS
 from tests import fault_helpers as fh
+from tests.xla_flags import xla_flags
 
 pytestmark = pytest.mark.multi_device   # the one-process reference runs on all 8 devices
 STEPS = 2
@@ -85,7 +86,7 @@ def _free_port():
 def two_processes(tmp_path_factory, fashion_mnist):
   root = tmp_path_factory.mktemp("distributed")
   port = _free_port()
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+  env = {**os.environ, "XLA_FLAGS": xla_flags(2),
          "PYTHONPATH": os.pathsep.join([fh.ROOT, os.environ.get("PYTHONPATH", "")])}
   procs = [subprocess.Popen([sys.executable, "-c", DRIVER, str(i), str(port), str(root / "run"),
                              str(root / f"p{i}.npz")], cwd=fh.ROOT, env=env,

@@ -21,6 +21,7 @@ from jax_local import (checkpointing, config_validation, divergence, experiment,
 from jax_local.data import input_pipeline
 from jax_local.train_state import TrainState, init_state
 from tests import fault_helpers as fh
+from tests.xla_flags import xla_flags
 
 TOTAL = fh.STEPS_PER_EPOCH * fh.EPOCHS
 
@@ -410,7 +411,7 @@ def test_two_processes_agree_to_stop_at_a_sync_point():
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  env = {**os.environ, "XLA_FLAGS": "",
+  env = {**os.environ, "XLA_FLAGS": xla_flags(),
          "PYTHONPATH": os.pathsep.join([fh.ROOT, os.environ.get("PYTHONPATH", "")])}
   procs = [subprocess.Popen([sys.executable, "-c", _TWO_PROCESSES, str(i), str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

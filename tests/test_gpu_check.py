@@ -6,13 +6,15 @@ import os
 import subprocess
 import sys
 
+from tests.xla_flags import xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_gpu_check_smoke(tmp_path):
   out = tmp_path / "out"
   env = {**os.environ, "PYTHON": sys.executable, "BUDGET_S": "300", "JAX_PLATFORMS": "cpu"}
-  env.pop("XLA_FLAGS", None)   # one device, as on the GPU machine
+  env["XLA_FLAGS"] = xla_flags()   # one device, as on the GPU machine
   run = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_check.sh"), str(out),
                         "--smoke"], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=400)

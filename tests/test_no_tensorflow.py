@@ -15,6 +15,8 @@ import subprocess
 import sys
 import textwrap
 
+from tests.xla_flags import xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HIDDEN = ("tensorflow", "tensorflow_datasets", "clu")
 
@@ -77,7 +79,7 @@ SCRIPT = HIDE + textwrap.dedent("""
 def test_training_and_memory_report_run_without_tensorflow(tmp_path):
   env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu",
          "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}   # compiles fast; nothing here is timed
-  env.pop("XLA_FLAGS", None)   # one device, as on a single-GPU machine
+  env["XLA_FLAGS"] = xla_flags()   # one device, as on a single-GPU machine
   run = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=240)
   assert run.returncode == 0, run.stderr[-4000:]

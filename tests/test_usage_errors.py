@@ -8,6 +8,7 @@ import pytest
 
 from configs import fashion_mnist_quickstart
 from jax_local import usage_errors
+from tests.xla_flags import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = f"--config={ROOT}/configs/fashion_mnist_quickstart.py"
@@ -32,7 +33,7 @@ def test_unknown_field_names_what_was_meant(path, message):
 
 
 def test_user_errors_print_one_line_exit_2_and_leave_nothing(tmp_path):
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  env = {**os.environ, "XLA_FLAGS": xla_flags(1)}
   (tmp_path / "file").write_text("")
   cases = {
       "wrong_level": ([sys.executable, "-m", "jax_local.memory", QUICKSTART,
