@@ -48,12 +48,15 @@ def fashion_mnist(tmp_path_factory):
   return input_pipeline.build_dataset(c, seed=0)
 
 
-@pytest.fixture(scope="module")
-def fast_compile():
-  """XLA with most optimisations off while a test module runs, for functional tests of real
-  networks (cheaper CPU compiles, as flax's train_test.py does; docs/jax_notes.md §11); not for
-  memory tests. Numerics are unchanged up to float rounding. Use with
-  `pytestmark = pytest.mark.usefixtures("fast_compile")`."""
+@pytest.fixture(autouse=True)
+def fast_compile(request):
+  """XLA with most optimisations off (cheaper CPU compiles, as flax's train_test.py does;
+  docs/jax_notes.md §11), except for tests marked `pytest.mark.full_optimisation`: those that
+  assert compiled memory sizes, which depend on the optimisations. Numerics are unchanged up to
+  float rounding."""
+  if request.node.get_closest_marker("full_optimisation"):
+    yield
+    return
   import jax
   old = jax.config.read("jax_disable_most_optimizations")
   jax.config.update("jax_disable_most_optimizations", True)

@@ -19,8 +19,6 @@ import pytest
 from jax_local import compare, plots
 from jax_local.analysis import cka, probe, run_loading
 
-pytestmark = pytest.mark.usefixtures("fast_compile")  # tests/conftest.py: the tiny runs compile faster
-
 # ----------------------------------------------------------------------------- CKA
 
 

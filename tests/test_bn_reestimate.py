@@ -18,7 +18,7 @@ from jax_local.models import layers
 from jax_local.models.backbone import apply_block
 from tests import helpers
 
-pytestmark = [pytest.mark.usefixtures("fast_compile"), pytest.mark.multi_device]
+pytestmark = pytest.mark.multi_device
 
 N, NUM_BATCHES = 32, 3
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)

@@ -1,7 +1,6 @@
 """Quirk Q23: a module's BN running statistics get one update per covering term (docs/methods.md §1.2)."""
 import jax
 import numpy as np
-import pytest
 
 from jax_local import experiment, optim, splits
 from jax_local.engine import fused
@@ -10,8 +9,6 @@ from jax_local.train_state import init_state
 from tests import helpers
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
-
-pytestmark = pytest.mark.usefixtures("fast_compile")  # tests/conftest.py
 
 
 def _hpff_plan(replicate: bool):

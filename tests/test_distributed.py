@@ -130,13 +130,9 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(two_processes,
                                                                   tmp_path):
   from jax_local import train
   root, (a0, _), (s0, _) = two_processes
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)  # as the two processes
-  try:
-    summary, state = train.train_and_evaluate(tiny_config(), str(tmp_path / "one"),
-                                              return_state=True)
-  finally:
-    jax.config.update("jax_disable_most_optimizations", old)
+  # compiled as the two processes compile (tests/conftest.py: most optimisations off)
+  summary, state = train.train_and_evaluate(tiny_config(), str(tmp_path / "one"),
+                                            return_state=True)
   assert jax.process_count() == 1 and jax.device_count() == 8
   one = [np.asarray(x) for x in jax.tree.leaves(state)]
   assert len(one) == len(a0) // 2

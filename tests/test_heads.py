@@ -15,8 +15,6 @@ from jax_local.models.layers import Conv
 N = 8
 
 
-pytestmark = pytest.mark.usefixtures("fast_compile")  # tests/conftest.py
-
 
 def _batch(seed=0, hw=32, classes=10):
   rng = np.random.default_rng(seed)

@@ -2,7 +2,6 @@
 
 Numbers are printed (pytest -s) so the test log records them.
 """
-import jax
 import pytest
 
 from configs import cifar
@@ -16,6 +15,7 @@ def _report(config, variants):
   return {r.name: r for r in rows}
 
 
+@pytest.mark.full_optimisation
 def test_sequential_below_fused_below_bp():
   """ResNet-14 cut into one-block modules, greedy heads, batch 256 at 32x32x3."""
   config = helpers.tiny_config("greedy", depth=14, preset="blocks")
@@ -26,10 +26,11 @@ def test_sequential_below_fused_below_bp():
   assert rows["sequential"].programs < rows["sequential"].calls
 
 
+@pytest.mark.full_optimisation
 def test_report_applies_the_compute_dtype():
   """`model.dtype=bfloat16` reaches the compiled step. XLA:CPU converts bf16 convolutions to
-  float32 and back, so on this backend the bf16 step needs more, not less (ResNet-8, batch 256:
-  305 vs 272 MB); only the difference is asserted."""
+  float32 and back, so on this backend the bf16 step can need more, not less; only the
+  difference is asserted."""
   config = helpers.tiny_config("greedy", depth=8, preset="uniform_k3")
   config.data.batch_size = 256
   f32 = _report(config, ("bp",))["bp"].bytes
@@ -38,19 +39,10 @@ def test_report_applies_the_compute_dtype():
   assert bf16 != f32
 
 
-@pytest.fixture
-def unoptimised_compiles():
-  """XLA optimisations off for one test (its numbers are not asserted, only that it runs)."""
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
-
-
-def test_report_runs_for_resnet110_k55_without_executing(unoptimised_compiles):
+def test_report_runs_for_resnet110_k55_without_executing():
   """The paper's split (54 modules) at batch 16 instead of 1024, compiled without XLA's
-  optimisations and without the BP row (27 s of compile for a code path the small-net test
-  covers), to keep compile time small."""
+  optimisations (tests/conftest.py) and without the BP row (a code path the small-net test
+  covers), to keep compile time small; its numbers are not asserted, only that it runs."""
   config = cifar.get_config("cifar10,110,55,predsim")
   config.data.batch_size = 16
   (row,) = memory.memory_report(config, variants=("sequential",))

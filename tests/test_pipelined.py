@@ -22,7 +22,7 @@ from tests import test_plugins_routing as plugin_routing
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 TOL = dict(rtol=1e-5, atol=5e-6)
 
-pytestmark = [pytest.mark.usefixtures("fast_compile"), pytest.mark.multi_device]
+pytestmark = pytest.mark.multi_device
 
 
 def _allclose(a, b):

@@ -94,6 +94,7 @@ def test_quadrant_decoders_own_weights_summed_bce():
   np.testing.assert_allclose(loss, 2.0 * sum(bces), rtol=1e-5)
 
 
+@pytest.mark.full_optimisation
 def test_scan_compiles_to_less_temp_memory_than_vmap():
   """Compile-only, CIFAR stage-1 size: batch 256, 32x32x16 features, 2x2 patches, the InfoPro
   decoder + 2c2f classifier as the shared patch net."""

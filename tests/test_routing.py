@@ -16,8 +16,6 @@ from jax_local.engine.fused import plan_loss
 from tests import helpers
 
 
-pytestmark = pytest.mark.usefixtures("fast_compile")  # tests/conftest.py
-
 
 def _grads(plan, state, batch, terms=None):
   fn = functools.partial(plan_loss, plan, terms=terms)

@@ -4,8 +4,8 @@ Tolerance: rtol 1e-5, atol 5e-6 (float32; both executors run the same operations
 differences seen are 0 or a few ulps; a cascade recomputed in its own unit differed by 1.6e-6
 absolute in one full-suite run). Each step starts both executors from the same state: fed back
 into the next step, ulp-level parameter differences grow through BatchNorm on a batch of 8 to
-about 1e-5 in the InfoPro plan's momentum buffers (docs/design.md §3.7). Compiled with `jax_disable_most_optimizations` to keep
-the file fast; the memory tests compile with full optimisation.
+about 1e-5 in the InfoPro plan's momentum buffers (docs/design.md §3.7). Compiled with most
+XLA optimisations off, as every test not marked `full_optimisation` (tests/conftest.py).
 """
 import dataclasses
 
@@ -30,8 +30,6 @@ from tests import test_plugins_routing as plugin_routing
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 TOL = dict(rtol=1e-5, atol=5e-6)
 
-
-pytestmark = pytest.mark.usefixtures("fast_compile")  # tests/conftest.py
 
 
 def _allclose(a, b):

@@ -27,8 +27,7 @@ TOL = dict(rtol=1e-5, atol=1e-5)
 N = 32  # 4 examples per device
 
 
-pytestmark = [pytest.mark.usefixtures("fast_compile"),  # tests/conftest.py
-              pytest.mark.multi_device]
+pytestmark = pytest.mark.multi_device
 
 
 @functools.lru_cache(maxsize=None)

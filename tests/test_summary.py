@@ -12,7 +12,6 @@ import pytest
 from configs import fashion_mnist_quickstart
 from jax_local import run_log, train, workdir_lock
 
-pytestmark = pytest.mark.usefixtures("fast_compile")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

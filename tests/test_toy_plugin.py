@@ -18,7 +18,6 @@ from jax_local.plan import FINAL_HEAD
 from jax_local.registry import Plugin
 from tests import helpers
 
-pytestmark = pytest.mark.usefixtures("fast_compile")  # tests/conftest.py
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 
 

@@ -11,8 +11,6 @@ from jax_local.data import input_pipeline
 from jax_local.engine.fused import plan_loss
 from tests import helpers
 
-pytestmark = pytest.mark.usefixtures("fast_compile")  # tests/conftest.py
-
 
 @pytest.mark.parametrize("method", ["bp", "greedy", "dgl", "infopro", "predsim"])
 def test_loss_falls_on_fashion_mnist(method, fashion_mnist):
