@@ -12,7 +12,8 @@ reported on a CPU. Every number is, per jitted program,
 of one whole training step (gradients, optimizer update, EMA) in the config's compute dtype
 (`model.dtype`), arguments = state + batch:
   bp          the config's backbone trained end to end (the BP plan), fused executor
-  bp_remat    the same with `jax.checkpoint` around every block
+  bp_remat    the same with `jax.checkpoint` around every block (on XLA:CPU with its
+              optimization barriers kept to the end: KEEP_BARRIERS, docs/design.md §5)
   fused       the config's plan, one jitted step (engine/fused.py)
   sequential  the config's plan, one jitted program per call of its schedule
               (engine/schedule.py). Every program is compiled for abstract arguments; at each
@@ -26,6 +27,7 @@ of one whole training step (gradients, optimizer update, EMA) in the config's co
               pipelined schedule, every value held on one stage (its writer's), every call run
               on its module's stage; per stage its peak (its parts' state, the micro-batches'
               values it holds, its programs at micro-batch size); the row is the largest stage.
+Rows above bp get a line saying why (ABOVE_BP).
 With --execute each variant but pipelined (it needs a device per stage) also runs (two steps, in
 a fresh subprocess) and reports the measured peak: `peak_bytes_in_use` on GPU/TPU; on CPU the
 process's RSS high-water mark during the second step minus the RSS before it, plus the bytes of
@@ -110,8 +112,15 @@ def abstract_inputs(plan, tx, image_shape, batch_size):
   return state, batch
 
 
+# XLA:CPU drops optimization barriers before CSE and scheduling, so `jax.checkpoint`'s
+# recomputation is merged into or scheduled with the forward pass (docs/design.md §5); without
+# this pass the barriers stay to code generation, where they are no-ops.
+KEEP_BARRIERS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
+
+
 def make_bp_remat_step(plan, tx, schedule, mean, std):
-  """BP with `jax.checkpoint` around every block; `plan` is a one-term BP plan."""
+  """BP with `jax.checkpoint` around every block; `plan` is a one-term BP plan. On XLA:CPU
+  compiled with KEEP_BARRIERS, so the recomputation stays in the backward pass."""
   term = plan.terms[0]
 
   def loss_fn(params, stats, batch):
@@ -131,7 +140,8 @@ def make_bp_remat_step(plan, tx, schedule, mean, std):
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                          batch_stats={"backbone": new, "heads": state.batch_stats["heads"]}), {}
 
-  return jax.jit(step, donate_argnums=0)
+  return jax.jit(step, donate_argnums=0,
+                 compiler_options=KEEP_BARRIERS if jax.default_backend() == "cpu" else None)
 
 
 def _analyse(variant, s: Setup, batch_size) -> Row:
@@ -280,6 +290,20 @@ def memory_report(config, variants=VARIANTS, execute: bool = False, argv=()) -> 
   return rows
 
 
+# why a row can need more than BP, printed under the table for rows with ratio > 1
+ABOVE_BP = {
+    "bp_remat": "the recomputed blocks' values are held with the forward pass's: XLA dropped "
+                "jax.checkpoint's optimization barriers before scheduling (XLA:CPU without "
+                "KEEP_BARRIERS; docs/design.md §5)",
+    "fused": "one backward pass over every term keeps every module's and head's residuals until "
+             "it runs (docs/design.md §3.5, §5)",
+    "sequential": "the values the host holds plus the peak call's program (detail line) exceed "
+                  "BP's one program (docs/design.md §5)",
+    "pipelined": "the largest stage's held values plus its program (detail lines) exceed BP's "
+                 "one program (docs/design.md §5)",
+}
+
+
 def format_table(rows) -> str:
   lines = [f"{'variant':<11} {'MiB':>9} {'ratio':>6} {'programs':>8} {'compile_s':>9} "
            f"{'measured MiB':>12}"]
@@ -288,6 +312,7 @@ def format_table(rows) -> str:
     lines.append(f"{r.name:<11} {r.bytes / MIB:9.1f} {r.ratio:6.3f} {r.programs:8d} "
                  f"{r.compile_s:9.1f} {measured:>12}")
   lines += [f"  {r.name}: {r.detail}" for r in rows if r.detail]
+  lines += [f"  {r.name} above bp: {ABOVE_BP[r.name]}" for r in rows if r.ratio > 1]
   return "\n".join(lines)
 
 

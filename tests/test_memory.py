@@ -27,6 +27,24 @@ def test_sequential_below_fused_below_bp():
   assert rows["sequential"].programs < rows["sequential"].calls
 
 
+def test_bp_remat_recomputes_each_block_in_the_backward_pass():
+  """ResNet-8, batch 64: with the recomputation in the backward pass (on XLA:CPU, jax.checkpoint's
+  barriers kept by `memory.KEEP_BARRIERS`) BP with remat holds each block's input instead of its
+  residuals, well below BP; with the barriers dropped it stays at BP's level."""
+  config = helpers.tiny_config("greedy", depth=8, preset="uniform_k3")
+  config.data.batch_size = 64
+  rows = _report(config, ("bp", "bp_remat"))
+  assert rows["bp_remat"].bytes < 0.8 * rows["bp"].bytes
+
+
+def test_rows_above_bp_say_why():
+  rows = [memory.Row("bp", 100, 1.0), memory.Row("bp_remat", 90, 0.9),
+          memory.Row("fused", 150, 1.5)]
+  text = memory.format_table(rows)
+  assert "  fused above bp: one backward pass over every term" in text
+  assert "bp_remat above bp" not in text
+
+
 def test_report_applies_the_compute_dtype():
   """`model.dtype=bfloat16` reaches the compiled step. XLA:CPU converts bf16 convolutions to
   float32 and back, so on this backend the bf16 step needs more, not less (ResNet-8, batch 256:
