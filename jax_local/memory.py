@@ -198,12 +198,12 @@ def _pipelined_row(s: Setup, state, batch) -> Row:
                                 sequential.step_inputs(step.schedule, state, batch), compiled,
                                 holder.__getitem__, lambda c: stage[c.module])
   per_stage = tuple(found[p] for p in range(step.num_stages))
-  rows = batch["label"].shape[0] // step.microbatches
+  size = batch["label"].shape[0] // step.microbatches
   lines = [f"{step.num_stages} stages cut before module(s) {list(step.boundaries)}, "
-           f"{step.mode}, {step.microbatches} micro-batches of {rows}; per stage, its peak = "
-           "held (state; kinds) + its program at the peak call:"]
+           f"{step.mode}, {step.microbatches} micro-batches of {size}; per stage, its peak = "
+           "held (by kind) + its program at the peak call, and its parts' state:"]
   lines += [f"    stage {p}: {k.bytes / MIB:.1f} MiB at {k.call} = held {k.held / MIB:.1f} "
-            f"(state {k.state / MIB:.1f}; {_kinds(k)}) + program {k.program / MIB:.1f}"
+            f"({_kinds(k)}) + program {k.program / MIB:.1f}; parts' state {k.state / MIB:.1f}"
             for p, k in enumerate(per_stage)]
   return Row("pipelined", max(k.bytes for k in per_stage), programs=len(compiled.cache),
              calls=len(compiled.calls), detail="\n".join(lines), peaks=per_stage)
