@@ -1,7 +1,8 @@
-"""XLA memory report: BP, BP with remat, and the fused and sequential executors of a config.
+"""XLA memory report: BP, BP with remat, and the fused, sequential and pipelined executors of a
+config.
 
   python -m jax_local.memory --config=configs/X.py [--config.data.batch_size=N]
-      [--variants=bp,sequential]
+      [--variants=bp,sequential,pipelined] [--config.pipeline.stages=S ...]
       [--xla_dump_dir=DIR] [--execute] [--device_memory_profile=PREFIX]
       [--chart=PATH.pdf|.svg|.png] [--dpi=N]
 
@@ -11,7 +12,8 @@ reported on a CPU. Every number is, per jitted program,
 of one whole training step (gradients, optimizer update, EMA) in the config's compute dtype
 (`model.dtype`), arguments = state + batch:
   bp          the config's backbone trained end to end (the BP plan), fused executor
-  bp_remat    the same with `jax.checkpoint` around every block
+  bp_remat    the same with `jax.checkpoint` around every block (on XLA:CPU with its
+              optimization barriers kept to the end: KEEP_BARRIERS, docs/design.md §5)
   fused       the config's plan, one jitted step (engine/fused.py)
   sequential  the config's plan, one jitted program per call of its schedule
               (engine/schedule.py). Every program is compiled for abstract arguments; at each
@@ -19,18 +21,24 @@ of one whole training step (gradients, optimizer update, EMA) in the config's co
               gradient buffers written so far, saved detached activations, cascade cotangents,
               new statistics and metrics so far, batch; the call's arguments are among them;
               each buffer once), and the call adds its program's output - alias + temp. The
-              row is the max over calls.
-With --execute each variant also runs (two steps, in a fresh subprocess) and reports the
-measured peak: `peak_bytes_in_use` on GPU/TPU; on CPU the process's RSS high-water mark
-during the second step minus the RSS before it, plus the bytes of state and batch (so it is
-comparable with the compile-time number). The CPU numbers hold for large buffers only.
+              row is the max over calls (`schedule_memory.peaks`).
+  pipelined   the config's plan on the stages of its `pipeline` section (stages, boundaries,
+              mode, microbatches; engine/pipeline_schedule.py): the same walk over the
+              pipelined schedule, every value held on one stage (its writer's), every call run
+              on its module's stage; per stage its peak (its parts' state, the micro-batches'
+              values it holds, its programs at micro-batch size); the row is the largest stage.
+Rows above bp get a line saying why (ABOVE_BP).
+With --execute each variant but pipelined (it needs a device per stage) also runs (two steps, in
+a fresh subprocess) and reports the measured peak: `peak_bytes_in_use` on GPU/TPU; on CPU the
+process's RSS high-water mark during the second step minus the RSS before it, plus the bytes of
+state and batch (so it is comparable with the compile-time number). The CPU numbers hold for
+large buffers only.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import json
-import math
 import os
 import subprocess
 import sys
@@ -38,17 +46,16 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from jax_local import config_validation, experiment, parallel
-from jax_local.engine import forward, fused, programs, sequential
-from jax_local.engine import schedule as sched
+from jax_local import config_validation, experiment, parallel, schedule_memory
+from jax_local.engine import forward, fused, pipeline_schedule, pipelined, sequential, stages
 from jax_local.models import layers
 from jax_local.models.backbone import apply_block
 from jax_local.train_state import init_state
 
-VARIANTS = ("bp", "bp_remat", "fused", "sequential")
+VARIANTS = ("bp", "bp_remat", "fused", "sequential", "pipelined")
+COMPILE_ONLY = ("pipelined",)   # not run by --execute: it needs a device per stage
 MIB = 2.0 ** 20
 
 
@@ -62,6 +69,7 @@ class Row:
   compile_s: float = 0.0        # wall time of trace + lower + compile of those programs
   measured: int | None = None   # --execute: measured peak (bytes)
   detail: str = ""
+  peaks: tuple = ()             # sequential: its `schedule_memory.Peak`; pipelined: per stage
 
 
 def program_bytes(compiled) -> int:
@@ -69,15 +77,6 @@ def program_bytes(compiled) -> int:
   m = compiled.memory_analysis()
   return (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
           + m.temp_size_in_bytes)
-
-
-def tree_bytes(*trees) -> int:
-  """Bytes of the distinct array leaves (counted once by identity) of `trees`."""
-  seen = {}
-  for leaf in jax.tree.leaves(trees):
-    if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
-      seen[id(leaf)] = math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize
-  return sum(seen.values())
 
 
 @dataclasses.dataclass
@@ -90,6 +89,8 @@ class Setup:
   mean: tuple
   std: tuple
   image_shape: tuple
+  split: object
+  pipeline: dict    # the config's `pipeline` section (the pipelined row)
 
 
 def setup(config) -> Setup:
@@ -99,7 +100,8 @@ def setup(config) -> Setup:
   bp_method = experiment.method_config("bp")
   bp_plan = experiment.build_plan(bp_method, exp.backbone, exp.split, exp.dataset.num_classes)
   return Setup(exp.plan, bp_plan, exp.tx, exp.base_tx, exp.schedule, exp.dataset.mean,
-               exp.dataset.std, exp.dataset.image_shape)
+               exp.dataset.std, exp.dataset.image_shape, exp.split,
+               dict(config.get("pipeline", {})))
 
 
 def abstract_inputs(plan, tx, image_shape, batch_size):
@@ -110,8 +112,15 @@ def abstract_inputs(plan, tx, image_shape, batch_size):
   return state, batch
 
 
+# XLA:CPU drops optimization barriers before CSE and scheduling, so `jax.checkpoint`'s
+# recomputation is merged into or scheduled with the forward pass (docs/design.md §5); without
+# this pass the barriers stay to code generation, where they are no-ops.
+KEEP_BARRIERS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
+
+
 def make_bp_remat_step(plan, tx, schedule, mean, std):
-  """BP with `jax.checkpoint` around every block; `plan` is a one-term BP plan."""
+  """BP with `jax.checkpoint` around every block; `plan` is a one-term BP plan. On XLA:CPU
+  compiled with KEEP_BARRIERS, so the recomputation stays in the backward pass."""
   term = plan.terms[0]
 
   def loss_fn(params, stats, batch):
@@ -131,47 +140,8 @@ def make_bp_remat_step(plan, tx, schedule, mean, std):
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                          batch_stats={"backbone": new, "heads": state.batch_stats["heads"]}), {}
 
-  return jax.jit(step, donate_argnums=0)
-
-
-class ProgramCompiler:
-  """`call` for `SequentialStep.run`: compiles each program for abstract arguments, no execution
-  (identical programs, same function and argument shapes, once). `calls`: per call, (output -
-  alias + temp, argument bytes, abstract outputs)."""
-
-  def __init__(self):
-    self.cache, self.calls = {}, []
-
-  def __call__(self, call, fn, *args):
-    traced = fn.trace(*args)
-    key = programs.program_key(fn, args)
-    if key not in self.cache:
-      m = traced.lower().compile().memory_analysis()
-      self.cache[key] = (m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes,
-                         m.argument_size_in_bytes)
-    self.calls.append((*self.cache[key], traced.out_info))
-    return traced.out_info
-
-
-# what the report calls the values of the sequential schedule, by the first part of their name
-HELD = {"params": "state", "opt": "state", "stats": "state", "step": "state", "grad": "grads",
-        "act": "acts", "z": "acts", "ct": "cotangents", "batch": "batch"}
-HELD_ORDER = ("state", "grads", "acts", "cotangents", "other", "batch")
-
-
-def held_bytes(schedule, env, compiled: ProgramCompiler) -> list[tuple[int, dict[str, int]]]:
-  """Per call of `schedule`: bytes of the values held while it runs (`Schedule.live_during`,
-  each leaf once) and the same by kind (`HELD`, else "other"). env: the step's inputs; the
-  calls' outputs are bound into it as the walk goes."""
-  out = []
-  for c, names, (_, _, outputs) in zip(schedule.calls, schedule.live_during(), compiled.calls):
-    kinds = {k: [] for k in HELD_ORDER}
-    for n in names:
-      kinds[HELD.get(n.split("/")[0], "other")].append(env[n])
-    out.append((tree_bytes([env[n] for n in names]),
-                {k: tree_bytes(v) for k, v in kinds.items()}))
-    sched.bind(c.outputs, outputs, env)
-  return out
+  return jax.jit(step, donate_argnums=0,
+                 compiler_options=KEEP_BARRIERS if jax.default_backend() == "cpu" else None)
 
 
 def _analyse(variant, s: Setup, batch_size) -> Row:
@@ -191,24 +161,52 @@ def _analyse(variant, s: Setup, batch_size) -> Row:
       (lowered,) = fused.make_train_step(s.plan, s.tx, s.schedule, s.mean,
                                          s.std).lower(state, batch)
       row = Row(variant, program_bytes(lowered.compile()))
-    else:
+    elif variant == "sequential":
       step = sequential.make_train_step(s.plan, s.tx, s.schedule, s.mean, s.std)
-      compiled = ProgramCompiler()
+      compiled = schedule_memory.ProgramCompiler()
       step.run(state, batch, compiled)
-      held = held_bytes(step.schedule, sequential.step_inputs(step.schedule, state, batch),
-                        compiled)
-      totals = [h + extra for (h, _), (extra, _, _) in zip(held, compiled.calls)]
-      k = int(np.argmax(totals))
-      (live, kinds), extra = held[k], compiled.calls[k][0]
-      parts = ", ".join(f"{n} {v / MIB:.1f}" for n, v in kinds.items() if v)
+      (peak,) = schedule_memory.peaks(
+          step.schedule, sequential.step_inputs(step.schedule, state, batch), compiled).values()
       largest = max(args + extra for extra, args, _ in compiled.calls)
-      row = Row(variant, max(totals), programs=len(compiled.cache), calls=len(compiled.calls),
-                detail=(f"peak at {step.schedule.calls[k].label} of {len(compiled.calls)} calls: "
-                        f"host-held {live / MIB:.1f} MiB ({parts}; overlaps counted once) + "
-                        f"program out-alias+temp {extra / MIB:.1f} MiB; largest program alone "
-                        f"(arg+out-alias+temp) {largest / MIB:.1f} MiB"))
+      row = Row(variant, peak.bytes, programs=len(compiled.cache), calls=len(compiled.calls),
+                peaks=(peak,),
+                detail=(f"peak at {peak.call} of {len(compiled.calls)} calls: host-held "
+                        f"{peak.held / MIB:.1f} MiB ({_kinds(peak)}; overlaps counted once) + "
+                        f"program out-alias+temp {peak.program / MIB:.1f} MiB; largest program "
+                        f"alone (arg+out-alias+temp) {largest / MIB:.1f} MiB"))
+    else:
+      row = _pipelined_row(s, state, batch)
   row.compile_s = time.time() - t0
   return row
+
+
+def _kinds(peak: schedule_memory.Peak) -> str:
+  return ", ".join(f"{n} {v / MIB:.1f}" for n, v in peak.kinds.items() if v)
+
+
+def _pipelined_row(s: Setup, state, batch) -> Row:
+  """Per stage of the config's pipeline, its peak (`schedule_memory.peaks` with the stage that
+  holds each value, `pipeline_schedule.holders`, and the stage of each call's module); the
+  row's bytes: the largest stage's. Balanced boundaries are found as the executor finds them
+  (FLOPs of the programs at the micro-batch's shapes)."""
+  step = pipelined.make_train_step(s.plan, s.tx, s.schedule, s.mean, s.std, s.pipeline)
+  compiled = schedule_memory.ProgramCompiler()
+  step.walk(state, batch, compiled)
+  stage = stages.stage_of(step.boundaries, s.plan.num_modules)
+  holder = pipeline_schedule.holders(step.schedule, stage)
+  found = schedule_memory.peaks(step.schedule,
+                                sequential.step_inputs(step.schedule, state, batch), compiled,
+                                holder.__getitem__, lambda c: stage[c.module])
+  per_stage = tuple(found[p] for p in range(step.num_stages))
+  size = batch["label"].shape[0] // step.microbatches
+  lines = [f"{step.num_stages} stages cut before module(s) {list(step.boundaries)}, "
+           f"{step.mode}, {step.microbatches} micro-batches of {size}; per stage, its peak = "
+           "held (by kind) + its program at the peak call, and its parts' state:"]
+  lines += [f"    stage {p}: {k.bytes / MIB:.1f} MiB at {k.call} = held {k.held / MIB:.1f} "
+            f"({_kinds(k)}) + program {k.program / MIB:.1f}; parts' state {k.state / MIB:.1f}"
+            for p, k in enumerate(per_stage)]
+  return Row("pipelined", max(k.bytes for k in per_stage), programs=len(compiled.cache),
+             calls=len(compiled.calls), detail="\n".join(lines), peaks=per_stage)
 
 
 def _rss_kib(field):
@@ -264,17 +262,21 @@ def _measure(config, variant, profile_prefix):
   if profile_prefix:
     jax.profiler.save_device_memory_profile(f"{profile_prefix}.{variant}.prof")
   if stats is None:
-    return (_rss_kib("VmHWM") - before) * 1024 + tree_bytes(state, batch)
+    return (_rss_kib("VmHWM") - before) * 1024 + schedule_memory.tree_bytes(state, batch)
   return jax.devices()[0].memory_stats()["peak_bytes_in_use"]
 
 
-def memory_report(config, variants=VARIANTS, execute: bool = False, argv=()) -> list[Row]:
-  """One Row per variant at the config's batch size; ratios to the "bp" row if present.
+def memory_report(config, variants=None, execute: bool = False, argv=()) -> list[Row]:
+  """One Row per variant (None: `default_variants`) at the config's batch size; ratios to the
+  "bp" row if present.
 
   execute: also measure each variant in a fresh subprocess of this module, started with
   `argv` (the command-line flags, so the subprocess sees the same config).
   """
+  variants = default_variants(config) if variants is None else variants
   s = setup(config)
+  if "pipelined" in variants:   # one device per stage
+    config_validation.validate_pipeline(config, s.split, s.pipeline.get("stages", 2))
   with layers.policy(compute_policy(config)):
     rows = [_analyse(v, s, config.data.batch_size) for v in variants]
   bp = next((r.bytes for r in rows if r.name == "bp"), None)
@@ -282,12 +284,26 @@ def memory_report(config, variants=VARIANTS, execute: bool = False, argv=()) -> 
   env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
   for r in rows:
     r.ratio = r.bytes / bp if bp else float("nan")
-    if execute:
+    if execute and r.name not in COMPILE_ONLY:
       out = subprocess.run([sys.executable, "-m", "jax_local.memory", *argv,
                             f"--measure_variant={r.name}"], capture_output=True, text=True,
                            check=True, env=env).stdout
       r.measured = json.loads(out.strip().splitlines()[-1])["measured"]
   return rows
+
+
+# why a row can need more than BP, printed under the table for rows with ratio > 1
+ABOVE_BP = {
+    "bp_remat": "the recomputed blocks' values are held with the forward pass's: XLA dropped "
+                "jax.checkpoint's optimization barriers before scheduling (XLA:CPU without "
+                "KEEP_BARRIERS; docs/design.md §5)",
+    "fused": "one backward pass over every term keeps every module's and head's residuals until "
+             "it runs (docs/design.md §3.5, §5)",
+    "sequential": "the values the host holds plus the peak call's program (detail line) exceed "
+                  "BP's one program (docs/design.md §5)",
+    "pipelined": "the largest stage's held values plus its program (detail lines) exceed BP's "
+                 "one program (docs/design.md §5)",
+}
 
 
 def format_table(rows) -> str:
@@ -298,7 +314,14 @@ def format_table(rows) -> str:
     lines.append(f"{r.name:<11} {r.bytes / MIB:9.1f} {r.ratio:6.3f} {r.programs:8d} "
                  f"{r.compile_s:9.1f} {measured:>12}")
   lines += [f"  {r.name}: {r.detail}" for r in rows if r.detail]
+  lines += [f"  {r.name} above bp: {ABOVE_BP[r.name]}" for r in rows if r.ratio > 1]
   return "\n".join(lines)
+
+
+def default_variants(config) -> tuple[str, ...]:
+  """Every variant; `pipelined` only when the config trains with that executor, as its
+  `pipeline` section (stages, micro-batches dividing the batch) matters only then."""
+  return tuple(v for v in VARIANTS if v != "pipelined" or config.executor == "pipelined")
 
 
 def parse_variants(text: str) -> tuple[str, ...]:
@@ -317,7 +340,7 @@ def main(argv):
   config = flags_.config
   config_validation.validate_config(config)
   try:
-    variants = parse_variants(flags_.variants)
+    variants = parse_variants(flags_.variants) if flags_.variants else default_variants(config)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   if flags_.measure_variant:
@@ -354,9 +377,10 @@ if __name__ == "__main__":
   flags.DEFINE_string("chart", "", "Also write a bar chart of the table to this file (+ CSV); "
                       "format from the extension: .pdf, .svg or .png.")
   flags.DEFINE_integer("dpi", plots.DPI, "Resolution of a PNG chart.")
-  flags.DEFINE_string("variants", ",".join(VARIANTS),
+  flags.DEFINE_string("variants", "",
                       "Comma-separated variants to compile (a subset of " + ", ".join(VARIANTS)
-                      + "); ratios need bp.")
+                      + "); ratios need bp. Default: all, pipelined only for a config with "
+                      "executor=pipelined.")
   flags.mark_flags_as_required(["config"])
 
   def _main(argv):

@@ -165,7 +165,8 @@ def grouped_bar_chart(png_path: str, groups: Sequence[str], bars: Sequence[str],
 
 
 def memory_chart(png_path: str, table: Mapping[str, Mapping[str, float]], title: str,
-                 variants: Sequence[str] = ("bp", "bp_remat", "fused", "sequential"),
+                 variants: Sequence[str] = ("bp", "bp_remat", "fused", "sequential",
+                                            "pipelined"),
                  dpi: int = DPI) -> tuple[str, str]:
   """Grouped bars of the memory report (`jax_local.memory`): one cluster per config (e.g. a
   method), one bar per variant, in MiB. `table[config][variant]` is in bytes; the CSV holds MiB."""

@@ -213,6 +213,18 @@ def build(plan: Plan, boundaries, microbatches: int, mode: str,
   return sched.Schedule(tuple(calls), inputs, base.results)
 
 
+def holders(schedule: sched.Schedule, stage) -> dict[str, int]:
+  """The stage that holds each value name of a pipelined schedule (stage: per module, from
+  `stages.stage_of`): the stage of the calls that write it (a transfer writes its copy on the
+  stage it sends to), the batch on stage 0. Every part of the state is written by its own stage's
+  end (statistics, update; the step counter by the last call), so a state input is held where
+  it is written. docs/design.md §3.9, §5."""
+  out = {"batch": 0}
+  for c in schedule.calls:
+    out.update((n, stage[c.module]) for n in sched.names(c.outputs))
+  return out
+
+
 def _wavefront(logical, stage):
   """The calls sorted by (tick, stage, logical position). A call's tick is its earliest tick
   (micro-batch m on stage s: m + s) or later: at least a value's writer's and its earlier

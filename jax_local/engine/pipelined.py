@@ -62,13 +62,16 @@ def _mean(*trees):
 
 class StagePrograms(programs.Programs):
   """The sequential executor's programs plus the pipeline's: slices, means, the statistics of a
-  stage, the step's metrics, and transfers to a stage's devices of `mesh`."""
+  stage, the step's metrics, and transfers to a stage's devices of `mesh` (None: no devices, for
+  walks on abstract values: a transfer returns its argument)."""
 
-  def __init__(self, plan, tx, lr_schedule, mean, std, mesh: jax.sharding.Mesh):
+  def __init__(self, plan, tx, lr_schedule, mean, std, mesh: jax.sharding.Mesh | None):
     super().__init__(plan, tx, lr_schedule, mean, std)
-    meshes = [jax.sharding.Mesh(row, (DATA_AXIS,)) for row in mesh.devices]
+    meshes = [] if mesh is None else [jax.sharding.Mesh(row, (DATA_AXIS,)) for row in mesh.devices]
 
     def transfer(spec):
+      if mesh is None:
+        return lambda x: x
       sharding = NamedSharding(meshes[spec.stage], P(DATA_AXIS) if spec.batched else P())
       return lambda x: jax.device_put(x, sharding)
 
@@ -104,10 +107,11 @@ class PipelinedStep(executor.Executor):
     self.boundaries = None if boundaries is None else tuple(boundaries)
     self._devices = devices
     self.schedule = None
+    self._programs: dict = {}   # mesh (None: no devices) -> StagePrograms
     self._in_flight: list = []
 
-  def _build(self, state, batch, mesh):
-    """The schedule and programs, once the shapes (and so the costs) are known."""
+  def _build(self, state, batch):
+    """The schedule, once the shapes (and so the costs) are known."""
     if self.schedule is not None:
       return
     if self.boundaries is None:
@@ -120,16 +124,20 @@ class PipelinedStep(executor.Executor):
                                         stages.preferred_cuts(self._plan, self.num_stages))
     self.schedule = psched.build(self._plan, self.boundaries, self.microbatches, self.mode,
                                  self._split)
-    self.programs = StagePrograms(self._plan, self._tx, self._lr, *self._norm, mesh)
     self._dead = self.schedule.dead_after()
     stage = stages.stage_of(self.boundaries, self._plan.num_modules)
     self._part_stage = {c.program.part: stage[c.module] for c in self.schedule.calls
                         if isinstance(c.program, sched.UpdateSpec)}
 
-  def _home(self, state, batch):
+  def _stage_programs(self, mesh: jax.sharding.Mesh | None) -> StagePrograms:
+    """The programs whose transfers move values to the rows of `mesh` (None: nowhere)."""
+    if mesh not in self._programs:
+      self._programs[mesh] = StagePrograms(self._plan, self._tx, self._lr, *self._norm, mesh)
+    return self._programs[mesh]
+
+  def _home(self, state, batch, meshes):
     """The state's parts on their stages (replicated over its `data` devices), the step on the
     last stage, the batch sharded over stage 0's."""
-    meshes = self.programs.meshes
     put = lambda tree, s: jax.device_put(tree, NamedSharding(meshes[s], P()))
     placed = {f: {top: {p: put(v, self._part_stage[top, p]) for p, v in parts.items()}
                   for top, parts in getattr(state, f).items()}
@@ -138,10 +146,11 @@ class PipelinedStep(executor.Executor):
     return state.replace(**placed), jax.device_put(batch, NamedSharding(meshes[0], P(DATA_AXIS)))
 
   def run(self, state, batch, mesh, call: Callable[..., Any] = sequential.execute):
-    self._build(state, batch, mesh)
-    state, batch = self._home(state, batch)
+    self._build(state, batch)
+    table = self._stage_programs(mesh)
+    state, batch = self._home(state, batch, table.meshes)
     env = sequential.step_inputs(self.schedule, state, batch)
-    sequential.run_calls(self.schedule.calls, self._dead, self.programs, env, call)
+    sequential.run_calls(self.schedule.calls, self._dead, table, env, call)
     new_state, out = sequential.step_results(self.schedule, state, env)
     self._in_flight.append(out["loss"])
     if len(self._in_flight) > 2:
@@ -156,9 +165,16 @@ class PipelinedStep(executor.Executor):
     """One step on the first S devices (one per stage), or on `devices`."""
     return self.run(state, batch, self._default_mesh())
 
+  def walk(self, state, batch, call: Callable[..., Any]) -> None:
+    """The step's calls on abstract `state` and `batch` (ShapeDtypeStructs), with no devices:
+    `call(c, fn, *args)` returns each call's abstract outputs; a transfer's `fn` is the
+    identity. What `lower` and the memory report (docs/design.md §5) walk."""
+    self._build(state, batch)
+    env = sequential.step_inputs(self.schedule, state, batch)
+    sequential.run_calls(self.schedule.calls, self._dead, self._stage_programs(None), env,
+                         call)
+
   def lower(self, state, batch) -> list[jax.stages.Lowered]:
-    mesh = self._default_mesh()
-    self._build(state, batch, mesh)
     lowered = {}
 
     def call(c, fn, *args):
@@ -168,8 +184,7 @@ class PipelinedStep(executor.Executor):
       lowered.setdefault(programs.program_key(fn, args), traced)
       return traced.out_info
 
-    env = sequential.step_inputs(self.schedule, state, batch)
-    sequential.run_calls(self.schedule.calls, self._dead, self.programs, env, call)
+    self.walk(state, batch, call)
     return [traced.lower() for traced in lowered.values()]
 
   def placed(self, placement: executor.Placement):
