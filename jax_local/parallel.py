@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
-from jax_local.engine import Executor, Placement
+from jax_local.engine import Executor, Placement, pipelined
 from jax_local.models import layers
 
 DATA_AXIS = "data"
@@ -67,6 +67,8 @@ class Parallel:
     mesh = make_mesh() if mesh is None else mesh
     model = config.model
     shards = mesh.shape[DATA_AXIS]
+    if config.get("executor") == "pipelined":  # a stage's `data` devices (docs/design.md §3.9)
+      shards //= config.get("pipeline", {}).get("stages", pipelined.DEFAULTS["stages"])
     groups = shards if model.get("bn_stats", "global") == "per_device" else 1
     return cls(mesh, layers.Policy(DTYPES[model.get("dtype", "float32")], groups))
 

@@ -127,10 +127,14 @@ def _train_and_evaluate(config, workdir, return_state, mock_examples, devices, t
     LOG.info("%s", plan.description)
     LOG.info("gradient-isolated modules: %d; steps/epoch %d; %d epochs", plan.num_modules,
              steps_per_epoch, config.num_epochs)
-    LOG.info("data parallel over %d devices in %d processes (%d per device); compute %s; "
-             "BatchNorm statistics %s", par.num_shards, jax.process_count(),
-             config.data.batch_size // par.num_shards, config.model.get("dtype", "float32"),
-             config.model.get("bn_stats", "global"))
+    if config.executor == "pipelined":  # its stages and devices: logged at the first step
+      layout = (f"{par.num_shards} devices in {jax.process_count()} processes, in the pipelined "
+                "executor's ('stage', 'data') mesh")
+    else:
+      layout = (f"data parallel over {par.num_shards} devices in {jax.process_count()} processes "
+                f"({config.data.batch_size // par.num_shards} per device)")
+    LOG.info("%s; compute %s; BatchNorm statistics %s", layout,
+             config.model.get("dtype", "float32"), config.model.get("bn_stats", "global"))
 
     init_fn = lambda rng: init_state(plan, tx, rng, dataset.image_shape)
     rng = jax.random.PRNGKey(config.seed)

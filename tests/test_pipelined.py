@@ -130,6 +130,38 @@ def test_sync_plugins_across_stages(base, plugin):
     assert any(s.startswith("send params/backbone/") for s in sends)
 
 
+@pytest.mark.parametrize("bn_stats", ["global", "per_device"])
+def test_sync_data_parallel_stages(bn_stats):
+  """A ('stage', 'data') mesh of 2x2 devices: each micro-batch sharded over its stage's two
+  `data` devices, each part replicated on them, programs one at a time (XLA:CPU, docs/design.md
+  §8). The update is the 2x1 mesh's, whose stage devices hold whole micro-batches, under the
+  BatchNorm rule of §3.3: `global` normalises each micro-batch as a whole; `per_device` each
+  device's half of it, which on the 2x1 mesh is ghost BatchNorm with 2 groups. The trainer's
+  layer policy gives a stage's `data` devices as the groups, not every device of the run."""
+  plan, tx, state, lr = _setup("dgl")
+  batch = helpers.random_batch()
+  config = _config(stages=2)
+  config.model.bn_stats = bn_stats
+  par = parallel.Parallel.from_config(config, parallel.make_mesh(jax.devices()[:4]))
+  assert par.policy.bn_groups == {"global": 1, "per_device": 2}[bn_stats]
+  with layers.policy(par.policy):
+    want, want_metrics = pipelined.PipelinedStep(plan, tx, lr, MEAN, STD, 2, (1,), 2, "sync")(
+        _copy(state), batch)
+    step = pipelined.PipelinedStep(plan, tx, lr, MEAN, STD, 2, (1,), 2, "sync")
+    mesh = pipelined.make_mesh(2, jax.devices()[:4])
+    new, metrics = step.run(_copy(state), batch, mesh, sequential.one_at_a_time)
+  _allclose(new, want)
+  for key in ("loss", "grad_norm", "lr"):
+    np.testing.assert_allclose(metrics[key], want_metrics[key], **TOL)
+  stage = stages.stage_of((1,), plan.num_modules)
+  for c in step.schedule.calls:
+    if isinstance(c.program, schedule.UpdateSpec):
+      top, part = c.program.part
+      for x in jax.tree.leaves(new.params[top][part]):
+        assert x.sharding.device_set == set(mesh.devices[stage[c.module]])
+        assert x.sharding.is_fully_replicated
+
+
 def test_async_equals_sequential_steps_on_microbatches():
   """Each stage updates after every micro-batch: the sequential executor run once per
   micro-batch gives the same state, on 2 stages and on 1 (where the pipeline is that loop)."""

@@ -17,6 +17,7 @@ as M sequential steps) up to float rounding (tests/test_pipelined.py).
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any, Callable
 
 import jax
@@ -31,6 +32,7 @@ from jax_local.engine import schedule as sched
 from jax_local.plan import Plan
 
 STAGE_AXIS, DATA_AXIS = "stage", "data"
+LOG = logging.getLogger(__name__)  # a child of run_log.LOG ("jax_local"): the run's console
 DEFAULTS = {"stages": 2, "boundaries": (), "mode": "sync", "microbatches": 4}
 
 
@@ -128,6 +130,21 @@ class PipelinedStep(executor.Executor):
     stage = stages.stage_of(self.boundaries, self._plan.num_modules)
     self._part_stage = {c.program.part: stage[c.module] for c in self.schedule.calls
                         if isinstance(c.program, sched.UpdateSpec)}
+    LOG.info("%s", self.describe(mesh, jax.tree.leaves(batch)[0].shape[0]))
+
+  def describe(self, mesh, batch_rows: int) -> str:
+    """The placement in words: each stage's modules and devices (a row of `mesh`), and the
+    micro-batches of a global batch of `batch_rows` (rows per micro-batch and `data` device)."""
+    stage = stages.stage_of(self.boundaries, self._plan.num_modules)
+    rows = []
+    for s, devices in enumerate(mesh.devices):
+      modules = [m for m, t in enumerate(stage) if t == s]
+      names = ", ".join(f"{d.platform}:{d.id}" for d in devices)
+      rows.append(f"stage {s}: modules {modules[0]}-{modules[-1]} on [{names}]")
+    per_device = batch_rows // self.microbatches // mesh.shape[DATA_AXIS]
+    updates = "one update per micro-batch" if self.mode == "async" else "one update per step"
+    return (f"pipelined executor: {'; '.join(rows)}; {self.microbatches} micro-batches of "
+            f"{per_device} examples per device, {self.mode} ({updates})")
 
   def _stage_programs(self, mesh: jax.sharding.Mesh | None) -> StagePrograms:
     """The programs whose transfers move values to the rows of `mesh` (None: nowhere)."""
