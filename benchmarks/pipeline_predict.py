@@ -20,7 +20,9 @@ thread each) and takes its flags --configs, --batch, --microbatches, --steps, --
    pipeline_throughput.py does (the best round). Against each, the model's prediction of the same
    round (`pipeline_model.simulate`: --steps steps from idle, on the executor's boundaries), from
    the timed seconds and from XLA's FLOPs per call at the CPU rate (Σ FLOPs / Σ seconds of the
-   timed calls), with the load average after each round.
+   timed calls), with the load average after each round and the cores the process kept busy
+   in the best round (its CPU seconds, every thread, / wall seconds) against the model's
+   (Σ program seconds / the round's end): the model assumes a core per device.
 2. Tables (per config; S in --stages, B in --bandwidths): the boundaries minimising the slowest
    stage or link (`best_boundaries`), one sync step from idle and its bubble, the steady step
    time, images/s and speed-up over S = 1 of both modes, the calls per step, and the sync
@@ -32,6 +34,7 @@ thread each) and takes its flags --configs, --batch, --microbatches, --steps, --
    per `--dispatch_us`; then again at the CPU rate of part 1.
 """
 import os
+import resource
 import statistics
 import sys
 import time
@@ -182,6 +185,12 @@ def _cuts(bounds) -> str:
   return ",".join(map(str, bounds)) or "-"
 
 
+def _cpu_seconds() -> float:
+  """CPU seconds of this process so far, every thread (host and devices)."""
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
 def _load() -> str:
   return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -204,16 +213,18 @@ def check(name: str):
               for num, mode in ((1, "sync"), (2, "sync"), (2, "async"))}
   states = {v: jax.block_until_ready(step(fresh(), batch)[0]) for v, step in variants.items()}
   timing_state = jax.block_until_ready(costs.step.run(fresh(), micro)[0])   # compiles
-  best, loads = {v: float("inf") for v in variants}, [_load()]
+  best, cores, loads = {v: float("inf") for v in variants}, {}, [_load()]
   for _ in range(FLAGS.rounds):
     timing_state = jax.block_until_ready(costs.step.run(timing_state, micro, costs.time)[0])
     for v, step in variants.items():
       state = states[v]
-      start = time.perf_counter()
+      cpu, start = _cpu_seconds(), time.perf_counter()
       for _ in range(FLAGS.steps):
         state, metrics = step(state, batch)
       jax.block_until_ready((state, metrics))
-      best[v] = min(best[v], time.perf_counter() - start)
+      wall = time.perf_counter() - start
+      if wall < best[v]:
+        best[v], cores[v] = wall, (_cpu_seconds() - cpu) / wall
       states[v] = state
     loads.append(_load())
   flops = sum(costs.flops.values())
@@ -230,22 +241,25 @@ def check(name: str):
             f"{i}: {a * 1e3:.0f}, {b * 1e3:.1f}, {costs.nbytes[f'act/{i}'] / 1e6:.2f}"
             for i, (a, b) in enumerate(zip(t, u))) + ".\n")
   print("| pipelined executor | cut before | measured img/s | predicted (seconds) | error | "
-        "predicted (FLOPs at the CPU rate) | error |\n|---|---|---|---|---|---|---|")
+        "predicted (FLOPs at the CPU rate) | error | cores busy: measured | model |\n"
+        "|---|---|---|---|---|---|---|---|---|")
   seconds = (costs.seconds, costs.at_rate(cpu_rate))
   rates = {}
   for (num, mode), step in variants.items():
     sch = psched.build(s.plan, step.boundaries, m, mode)
     stage = stages.stage_of(step.boundaries, k)
-    rates[num, mode] = [n * FLAGS.steps / best[num, mode]] + [
-        n * FLAGS.steps / pm.simulate(sch, stage, sec, costs.nbytes, FLAGS.check_bandwidth * GB,
-                                      FLAGS.steps, dispatch).end for sec in seconds]
+    runs = [pm.simulate(sch, stage, sec, costs.nbytes, FLAGS.check_bandwidth * GB, FLAGS.steps,
+                        dispatch) for sec in seconds]
+    rates[num, mode] = [n * FLAGS.steps / best[num, mode]] + [n * FLAGS.steps / r.end
+                                                              for r in runs]
     meas, pred, pred_f = rates[num, mode]
     print(f"| S = {num} {mode} | {_cuts(step.boundaries)} | {meas:.1f} | {pred:.1f} | "
-          f"{pred / meas - 1:+.0%} | {pred_f:.1f} | {pred_f / meas - 1:+.0%} |")
+          f"{pred / meas - 1:+.0%} | {pred_f:.1f} | {pred_f / meas - 1:+.0%} | "
+          f"{cores[num, mode]:.2f} | {sum(runs[0].busy) / runs[0].end:.2f} |")
   for mode in psched.MODES:
     meas, pred, pred_f = (a / b for a, b in zip(rates[2, mode], rates[1, "sync"]))
     print(f"| speed-up S = 2 {mode} / S = 1 sync | | {meas:.2f} | {pred:.2f} | "
-          f"{pred / meas - 1:+.0%} | {pred_f:.2f} | {pred_f / meas - 1:+.0%} |")
+          f"{pred / meas - 1:+.0%} | {pred_f:.2f} | {pred_f / meas - 1:+.0%} | | |")
   print(f"\nBest of {FLAGS.rounds} rounds of {FLAGS.steps} steps; the model runs the same "
         f"{FLAGS.steps} steps from idle with h = {dispatch * 1e6:.0f} µs per call and copies at "
         f"{FLAGS.check_bandwidth:g} GB/s.\n")
