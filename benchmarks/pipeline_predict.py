@@ -145,6 +145,15 @@ def _flop_boundaries(plan, costs: Costs, num_stages: int) -> tuple[int, ...]:
   return stages.balanced(per_module, num_stages, stages.preferred_cuts(plan, num_stages))
 
 
+def _module_flops(plan, costs: Costs) -> str:
+  """GFLOP of each module's calls per micro-batch (gradient calls) and per update, for K ≤ 16."""
+  if plan.num_modules > 16:
+    return ""
+  t, u = pm.module_seconds(costs.step.schedule, costs.flops, plan.num_modules)
+  return " GFLOP per module (micro-batch; update): " + "; ".join(
+      f"{i}: {a / 1e9:.1f}; {b / 1e9:.2f}" for i, (a, b) in enumerate(zip(t, u))) + "."
+
+
 def table(plan, costs: Costs, seconds: dict, batch: int, dispatch: float) -> str:
   """The Markdown table of the model for S in --stages, B in --bandwidths."""
   k, m = plan.num_modules, FLAGS.microbatches
@@ -290,7 +299,7 @@ def main(_):
           f"{n // m}\n\n{sum(costs.flops.values()) / 1e9:.1f} GFLOP per micro-batch step "
           f"(lowered in {time.perf_counter() - t0:.0f} s); clean cuts: "
           f"{len(stages.clean_cuts(s.plan))} of {s.plan.num_modules - 1}; "
-          f"h = {dispatch * 1e6:.0f} µs per call.\n")
+          f"h = {dispatch * 1e6:.0f} µs per call." + _module_flops(s.plan, costs) + "\n")
     print(f"At {FLAGS.device_tflops:g} TFLOP/s per device (assumed):\n")
     print(table(s.plan, costs, costs.at_rate(FLAGS.device_tflops * 1e12), n, dispatch) + "\n")
     if cpu_rate:
