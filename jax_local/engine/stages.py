@@ -10,7 +10,7 @@ balanced placement takes clean cuts where the plan has enough of them.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from jax_local.engine import programs
 from jax_local.plan import Plan
@@ -69,9 +69,12 @@ def check(k: int, boundaries: Sequence[int]) -> None:
                          f"1..{k - 1} (the first module of stages 1, 2, ...)")
 
 
-def balanced(costs: Sequence[float], stages: int, cuts: Sequence[int]) -> tuple[int, ...]:
+def balanced(costs: Sequence[float], stages: int, cuts: Sequence[int],
+             cut_costs: Mapping[int, float] | None = None) -> tuple[int, ...]:
   """Boundaries among `cuts` that minimise the largest stage cost (costs: per module), by dynamic
-  programming over (stages so far, last cut)."""
+  programming over (stages so far, last cut). cut_costs: a cost per cut (the time of its
+  transfers, benchmarks/pipeline_model.py) that counts as a stage of its own when the cut is
+  taken: the minimised cost is max(largest stage sum, largest chosen cut cost)."""
   if len(cuts) < stages - 1:
     raise PlacementError(f"{stages} stages need {stages - 1} cuts; there are {len(cuts)}: "
                          f"use at most {len(cuts) + 1} stages")
@@ -80,6 +83,7 @@ def balanced(costs: Sequence[float], stages: int, cuts: Sequence[int]) -> tuple[
   for c in costs:
     prefix.append(prefix[-1] + c)
   seg = lambda a, b: prefix[b] - prefix[a]
+  cut = lambda b: (cut_costs or {}).get(b, 0.0)
   ends = [0, *cuts]
   # best[j][e]: (largest stage cost, boundaries) with j cuts, the last one at ends[e]
   best = [{0: (0.0, ())}]
@@ -87,7 +91,7 @@ def balanced(costs: Sequence[float], stages: int, cuts: Sequence[int]) -> tuple[
     row = {}
     for e_prev, (cost, bounds) in best[-1].items():
       for e in range(e_prev + 1, len(ends)):
-        cand = (max(cost, seg(ends[e_prev], ends[e])), bounds + (ends[e],))
+        cand = (max(cost, seg(ends[e_prev], ends[e]), cut(ends[e])), bounds + (ends[e],))
         if e not in row or cand < row[e]:
           row[e] = cand
     best.append(row)
