@@ -130,7 +130,6 @@ class PipelinedStep(executor.Executor):
     stage = stages.stage_of(self.boundaries, self._plan.num_modules)
     self._part_stage = {c.program.part: stage[c.module] for c in self.schedule.calls
                         if isinstance(c.program, sched.UpdateSpec)}
-    LOG.info("%s", self.describe(mesh, jax.tree.leaves(batch)[0].shape[0]))
 
   def describe(self, mesh, batch_rows: int) -> str:
     """The placement in words: each stage's modules and devices (a row of `mesh`), and the
@@ -164,6 +163,8 @@ class PipelinedStep(executor.Executor):
 
   def run(self, state, batch, mesh, call: Callable[..., Any] = sequential.execute):
     self._build(state, batch)
+    if mesh not in self._programs:   # the first step on this mesh: say where everything runs
+      LOG.info("%s", self.describe(mesh, jax.tree.leaves(batch)[0].shape[0]))
     table = self._stage_programs(mesh)
     state, batch = self._home(state, batch, table.meshes)
     env = sequential.step_inputs(self.schedule, state, batch)
