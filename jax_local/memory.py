@@ -87,19 +87,17 @@ class Setup:
   tx: object
   bp_tx: object
   schedule: object
-  mean: tuple
-  std: tuple
   image_shape: tuple
 
 
 def setup(config) -> Setup:
-  """A validated config's plan and BP's plan on the same backbone (`experiment.build`, without
-  data)."""
+  """A validated config's plan and BP's plan on the same backbone and input normalisation
+  (`experiment.build`, without data)."""
   exp = experiment.build(config)
   bp_method = experiment.method_config("bp")
-  bp_plan = experiment.build_plan(bp_method, exp.backbone, exp.split, exp.dataset.num_classes)
-  return Setup(exp.plan, bp_plan, exp.tx, exp.base_tx, exp.schedule, exp.dataset.mean,
-               exp.dataset.std, exp.dataset.image_shape)
+  bp_plan = experiment.build_plan(bp_method, exp.backbone, exp.split, exp.dataset.num_classes,
+                                  exp.plan.normalisation)
+  return Setup(exp.plan, bp_plan, exp.tx, exp.base_tx, exp.schedule, exp.dataset.image_shape)
 
 
 def abstract_inputs(plan, tx, image_shape, batch_size):
@@ -110,7 +108,7 @@ def abstract_inputs(plan, tx, image_shape, batch_size):
   return state, batch
 
 
-def make_bp_remat_step(plan, tx, schedule, mean, std):
+def make_bp_remat_step(plan, tx, schedule):
   """BP with `jax.checkpoint` around every block; `plan` is a one-term BP plan."""
   term = plan.terms[0]
 
@@ -124,7 +122,7 @@ def make_bp_remat_step(plan, tx, schedule, mean, std):
     return loss, new
 
   def step(state, batch):
-    batch = forward.with_image01(batch, mean, std)
+    batch = forward.with_image01(batch, plan.normalisation)
     grads, new = jax.grad(loss_fn, has_aux=True)(state.params, state.batch_stats, batch)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -178,21 +176,19 @@ def _analyse(variant, s: Setup, batch_size) -> Row:
   t0 = time.time()
   if variant == "bp_remat":
     state, batch = abstract_inputs(s.bp_plan, s.bp_tx, s.image_shape, batch_size)
-    step = make_bp_remat_step(s.bp_plan, s.bp_tx, s.schedule, s.mean, s.std)
+    step = make_bp_remat_step(s.bp_plan, s.bp_tx, s.schedule)
     row = Row(variant, program_bytes(step.lower(state, batch).compile()))
   elif variant == "bp":
     state, batch = abstract_inputs(s.bp_plan, s.bp_tx, s.image_shape, batch_size)
-    (lowered,) = fused.make_train_step(s.bp_plan, s.bp_tx, s.schedule, s.mean,
-                                       s.std).lower(state, batch)
+    (lowered,) = fused.make_train_step(s.bp_plan, s.bp_tx, s.schedule).lower(state, batch)
     row = Row(variant, program_bytes(lowered.compile()))
   else:
     state, batch = abstract_inputs(s.plan, s.tx, s.image_shape, batch_size)
     if variant == "fused":
-      (lowered,) = fused.make_train_step(s.plan, s.tx, s.schedule, s.mean,
-                                         s.std).lower(state, batch)
+      (lowered,) = fused.make_train_step(s.plan, s.tx, s.schedule).lower(state, batch)
       row = Row(variant, program_bytes(lowered.compile()))
     else:
-      step = sequential.make_train_step(s.plan, s.tx, s.schedule, s.mean, s.std)
+      step = sequential.make_train_step(s.plan, s.tx, s.schedule)
       compiled = ProgramCompiler()
       step.run(state, batch, compiled)
       held = held_bytes(step.schedule, sequential.step_inputs(step.schedule, state, batch),
@@ -247,7 +243,7 @@ def _measure(config, variant, profile_prefix):
   plan, tx = (s.bp_plan, s.bp_tx) if variant.startswith("bp") else (s.plan, s.tx)
   make = {"bp": fused.make_train_step, "bp_remat": make_bp_remat_step,
           "fused": fused.make_train_step, "sequential": sequential.make_train_step}[variant]
-  step = make(plan, tx, s.schedule, s.mean, s.std)
+  step = make(plan, tx, s.schedule)
   state = init_state(plan, tx, jax.random.PRNGKey(0), s.image_shape)
   n = config.data.batch_size
   batch = {"image": jax.random.normal(jax.random.PRNGKey(1), (n, *s.image_shape)),

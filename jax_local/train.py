@@ -156,14 +156,13 @@ def _train_and_evaluate(config, workdir, return_state, mock_examples, devices, t
     _save_config(workdir, config_dict, bool(changes), start)
 
     train_step = par.train_step(engine.make_train_step(
-        config.executor, plan, tx, schedule, dataset.mean, dataset.std, config.get("pipeline")))
+        config.executor, plan, tx, schedule, config.get("pipeline")))
     total_steps = steps_per_epoch * config.num_epochs
     guard = divergence.Guard(
         config.get("on_nonfinite", "stop"),
         max_skipped=config.get("max_skipped_fraction", 0.01) * total_steps,
         skipped=before.get("skipped_steps", 0))
-    eval_step = evaluation.make_eval_step(plan, dataset.mean, dataset.std, par,
-                                          config.eval.get("local_heads", True))
+    eval_step = evaluation.make_eval_step(plan, par, config.eval.get("local_heads", True))
     batch_statistics = bn_reestimate.make_batch_statistics(plan, par)
     writer = run_log.make_writer(workdir, jax.process_index() == 0)
     if start == 0:

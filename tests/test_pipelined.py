@@ -45,17 +45,17 @@ def _setup(base, plugin="none"):
     config = helpers.tiny_config(base, preset="blocks_stem" if base == "auglocal" else
                                  "uniform_k3")
     common.set_selected(config.method, auglocal=dict(aux_depth=1))
-    plan, tx, state = helpers.tiny_plan_and_state(config)
+    plan, tx, state = helpers.tiny_plan_and_state(config, normalisation=(MEAN, STD))
   else:
     config = plugin_routing.plugin_config(base, plugin)
-    plan, tx, state = plugin_routing.build(config)
+    plan, tx, state = plugin_routing.build(config, normalisation=(MEAN, STD))
   return plan, tx, state, optim.make_schedule(config.optim, config.num_epochs, 10)
 
 
 def _sync_reference(plan, tx, lr, state, batch, count):
   """The sequential executor's gradients and new statistics on each micro-batch, averaged, then
   the update (`fused.apply_gradients`)."""
-  seq = sequential.SequentialStep(plan, tx, lr, MEAN, STD)
+  seq = sequential.SequentialStep(plan, tx, lr)
   pieces = [seq.gradients(_copy(state), jax.device_put(b)) for b in _halves(batch, count)]
   mean = lambda trees: jax.tree.map(lambda *xs: sum(xs[1:], xs[0]) / len(xs), *trees)
   grads, new_stats = mean([g for g, _ in pieces]), mean([s for _, s in pieces])
@@ -69,8 +69,7 @@ def _sync_reference(plan, tx, lr, state, batch, count):
 
 def _check_sync(plan, tx, lr, state, boundaries, count):
   batch = helpers.random_batch()
-  step = pipelined.PipelinedStep(plan, tx, lr, MEAN, STD, len(boundaries) + 1, boundaries,
-                                 count, "sync")
+  step = pipelined.PipelinedStep(plan, tx, lr, len(boundaries) + 1, boundaries, count, "sync")
   new, metrics = step(_copy(state), batch)
   want, want_metrics = _sync_reference(plan, tx, lr, state, batch, count)
   _allclose(new, want)
@@ -90,9 +89,9 @@ def _check_sync(plan, tx, lr, state, boundaries, count):
 def test_sync_one_microbatch_equals_sequential():
   plan, tx, state, lr = _setup("dgl")
   batch = helpers.random_batch()
-  step = pipelined.PipelinedStep(plan, tx, lr, MEAN, STD, 2, (1,), 1, "sync")
+  step = pipelined.PipelinedStep(plan, tx, lr, 2, (1,), 1, "sync")
   new, metrics = step(_copy(state), batch)
-  want, want_metrics = sequential.SequentialStep(plan, tx, lr, MEAN, STD)(_copy(state), batch)
+  want, want_metrics = sequential.SequentialStep(plan, tx, lr)(_copy(state), batch)
   _allclose(new, want)
   assert sorted(metrics) == sorted(want_metrics)
   _allclose(metrics, {k: want_metrics[k] for k in metrics})
@@ -135,13 +134,13 @@ def test_async_equals_sequential_steps_on_microbatches():
   micro-batch gives the same state, on 2 stages and on 1 (where the pipeline is that loop)."""
   plan, tx, state, lr = _setup("dgl")
   batch = helpers.random_batch()
-  seq = sequential.SequentialStep(plan, tx, lr, MEAN, STD)
+  seq = sequential.SequentialStep(plan, tx, lr)
   want, losses = _copy(state), []
   for half in _halves(batch, 2):
     want, m = seq(want, half)
     losses.append(m["loss"])
   for bounds in [(1,), ()]:
-    step = pipelined.PipelinedStep(plan, tx, lr, MEAN, STD, len(bounds) + 1, bounds, 2, "async")
+    step = pipelined.PipelinedStep(plan, tx, lr, len(bounds) + 1, bounds, 2, "async")
     new, metrics = step(_copy(state), batch)
     _allclose((new.params, new.opt_state, new.batch_stats),
               (want.params, want.opt_state, want.batch_stats))
@@ -157,9 +156,10 @@ def test_async_loss_falls_on_fashion_mnist(fashion_mnist):
   config = helpers.tiny_config("dgl", depth=8, preset="uniform_k3")
   config.data.num_classes = 10
   config.optim.lr, config.optim.schedule = 0.05, "constant"
-  plan, tx, state = helpers.tiny_plan_and_state(config, data.image_shape)
+  plan, tx, state = helpers.tiny_plan_and_state(config, data.image_shape,
+                                                normalisation=(data.mean, data.std))
   lr = optim.make_schedule(config.optim, 1, 100)
-  step = pipelined.PipelinedStep(plan, tx, lr, data.mean, data.std, 2, None, 2, "async")
+  step = pipelined.PipelinedStep(plan, tx, lr, 2, None, 2, "async")
   losses = []
   for batch in data.train_batches(0, 0, 64, drop_remainder=True):
     state, metrics = step(state, batch)
@@ -177,7 +177,7 @@ def test_balanced_boundaries_from_costs():
   assert stages.balanced([4, 1, 1, 1, 1, 4], 3, (1, 2, 3, 4, 5)) == (1, 5)
   # FLOPs per module from XLA's cost analysis: the balanced cut of a real plan
   plan, tx, state, lr = _setup("dgl")
-  seq = sequential.SequentialStep(plan, tx, lr, MEAN, STD)
+  seq = sequential.SequentialStep(plan, tx, lr)
   costs = stages.module_costs(seq, state, helpers.random_batch())
   assert len(costs) == plan.num_modules and min(costs) > 0
   assert stages.balanced(costs, 2, (1, 2)) == (min(

@@ -48,8 +48,8 @@ def test_few_steps_lower_the_loss(base, plugin, fm_batch):
   c = _constant_lr(plugin_config(base, plugin, preset="blocks", **{
       "pff.patch_loop": "unrolled", "auglocal.aux_depth": 1, "mlm.k": 2}))
   c.data.num_classes = 10
-  plan, tx, state = build(c, image_shape=(28, 28, 1))
-  step = fused.make_train_step(plan, tx, optim.make_schedule(c.optim, c.num_epochs, 10), MEAN, STD)
+  plan, tx, state = build(c, image_shape=(28, 28, 1), normalisation=(MEAN, STD))
+  step = fused.make_train_step(plan, tx, optim.make_schedule(c.optim, c.num_epochs, 10))
   step = fast(step, state, fm_batch)
   losses = []
   for _ in range(4):

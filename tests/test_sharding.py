@@ -37,7 +37,7 @@ def _setup(method="dgl"):
   config = helpers.tiny_config(method, depth=8, preset="uniform_k3")
   backbone = build_backbone(config.model, config.data.num_classes)
   plan = experiment.build_plan(config.method, backbone, splits.get_split("uniform_k3", 8),
-                            config.data.num_classes)
+                            config.data.num_classes, (MEAN, STD))
   tx = part_optimizer.PartOptimizer(optim.make_optimizer(config.optim, config.num_epochs, 10))
   state = jax.jit(lambda r: init_state(plan, tx, r, helpers.IMAGE_SHAPE))(jax.random.PRNGKey(0))
   schedule = optim.make_schedule(config.optim, config.num_epochs, 10)
@@ -68,7 +68,7 @@ def _par(groups=1, dtype=None):
 def _single_device(executor):
   """Two unsharded float32 steps of greedy: (final state, [loss of each step])."""
   config, plan, tx, schedule, state, batch = _setup("greedy")
-  single = engine.make_train_step(executor, plan, tx, schedule, MEAN, STD)
+  single = engine.make_train_step(executor, plan, tx, schedule)
   s1, losses = jax.tree.map(jnp.copy, state), []
   for _ in range(2):
     s1, m1 = single(s1, batch)
@@ -83,8 +83,7 @@ def test_sharded_step_equals_unsharded(executor):
   s1, losses = _single_device(executor)
 
   par = _par()
-  sharded = par.train_step(engine.make_train_step(executor, plan, tx, schedule, MEAN,
-                                                            STD))
+  sharded = par.train_step(engine.make_train_step(executor, plan, tx, schedule))
   init_fn = lambda rng: init_state(plan, tx, rng, helpers.IMAGE_SHAPE)
   if executor == "fused":  # created replicated, the same values
     s8 = par.init(init_fn, jax.random.PRNGKey(0))
@@ -110,7 +109,7 @@ def _slice_grads(plan, state, batch):
   """Per-example-mean losses: gradients, BN statistics, loss and metrics of one slice, computed
   unsharded with ordinary (one group) BatchNorm."""
   fn = jax.jit(jax.grad(lambda p, s, b: fused.plan_loss(plan, p, s, b), has_aux=True))
-  return fn(state.params, state.batch_stats, forward.with_image01(batch, MEAN, STD))
+  return fn(state.params, state.batch_stats, forward.with_image01(batch, plan.normalisation))
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +138,7 @@ def test_per_device_bn_equals_eight_independent_slices(executor, per_slice_expec
   statistics, in the backbone and in the DGL heads."""
   (plan, tx, schedule, state, batch), expected = per_slice_expectation
   par = _par(groups=8)
-  step = par.train_step(engine.make_train_step(executor, plan, tx, schedule, MEAN,
-                                                         STD))
+  step = par.train_step(engine.make_train_step(executor, plan, tx, schedule))
   new, metrics = step(jax.device_put(jax.tree.map(jnp.copy, state), par.replicate_tree(state)),
                       par.global_batch(batch))
   print(f"per_device {executor}: loss {float(metrics['loss']):.6f} vs slices "
@@ -182,7 +180,7 @@ def test_bf16_compute_keeps_f32_state_and_a_close_loss():
   state and the loss float32; the loss close to the float32 step's."""
   config, plan, tx, schedule, state, batch = _setup("greedy")
   par = _par(dtype=jnp.bfloat16)
-  step = par.train_step(engine.make_train_step("fused", plan, tx, schedule, MEAN, STD))
+  step = par.train_step(engine.make_train_step("fused", plan, tx, schedule))
   new, metrics = step(jax.device_put(jax.tree.map(jnp.copy, state), par.replicate_tree(state)),
                       par.global_batch(batch))
   assert metrics["loss"].dtype == jnp.float32

@@ -42,9 +42,9 @@ def plan_loss(plan: Plan, params, stats, batch, terms: Sequence[LossTerm] | None
 class FusedStep(executor.Executor):
   """One jitted step: `jax.grad` of `plan_loss`, then `apply_gradients`; the state is donated."""
 
-  def __init__(self, plan: Plan, tx: optax.GradientTransformation, schedule, mean, std):
+  def __init__(self, plan: Plan, tx: optax.GradientTransformation, schedule):
     def train_step(state, batch):
-      batch = forward.with_image01(batch, mean, std)
+      batch = forward.with_image01(batch, plan.normalisation)
       loss_fn = functools.partial(plan_loss, plan)
       grads, (new_stats, metrics) = jax.grad(loss_fn, has_aux=True)(
           state.params, state.batch_stats, batch)
@@ -75,10 +75,9 @@ class FusedStep(executor.Executor):
     return step
 
 
-def make_train_step(plan: Plan, tx: optax.GradientTransformation, schedule, mean,
-                    std) -> FusedStep:
+def make_train_step(plan: Plan, tx: optax.GradientTransformation, schedule) -> FusedStep:
   """(state, batch) -> (state, metrics); state is a `jax_local.train_state.TrainState`."""
-  return FusedStep(plan, tx, schedule, mean, std)
+  return FusedStep(plan, tx, schedule)
 
 
 def apply_gradients(plan: Plan, tx, schedule, state, grads, new_stats, metrics):

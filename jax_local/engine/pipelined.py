@@ -64,8 +64,8 @@ class StagePrograms(programs.Programs):
   """The sequential executor's programs plus the pipeline's: slices, means, the statistics of a
   stage, the step's metrics, and transfers to a stage's devices of `mesh`."""
 
-  def __init__(self, plan, tx, lr_schedule, mean, std, mesh: jax.sharding.Mesh):
-    super().__init__(plan, tx, lr_schedule, mean, std)
+  def __init__(self, plan, tx, lr_schedule, mesh: jax.sharding.Mesh):
+    super().__init__(plan, tx, lr_schedule)
     meshes = [jax.sharding.Mesh(row, (DATA_AXIS,)) for row in mesh.devices]
 
     def transfer(spec):
@@ -90,7 +90,7 @@ class PipelinedStep(executor.Executor):
   module's programs (`stages.module_costs`, `stages.balanced`) at the first call.
   """
 
-  def __init__(self, plan: Plan, tx: part_optimizer.PartOptimizer, lr_schedule, mean, std,
+  def __init__(self, plan: Plan, tx: part_optimizer.PartOptimizer, lr_schedule,
                num_stages: int = 2, boundaries=None, microbatches: int = 1, mode: str = "sync",
                devices=None, split: str = "auto"):
     if mode not in psched.MODES:
@@ -99,7 +99,7 @@ class PipelinedStep(executor.Executor):
       raise ValueError(f"pipeline.boundaries={tuple(boundaries)} gives {len(boundaries) + 1} "
                        f"stages, pipeline.stages={num_stages}")
     self._plan, self._tx, self._split = plan, tx, split
-    self._lr, self._norm = lr_schedule, (mean, std)
+    self._lr = lr_schedule
     self.num_stages, self.microbatches, self.mode = num_stages, microbatches, mode
     self.boundaries = None if boundaries is None else tuple(boundaries)
     self._devices = devices
@@ -111,7 +111,7 @@ class PipelinedStep(executor.Executor):
     if self.schedule is not None:
       return
     if self.boundaries is None:
-      seq = sequential.SequentialStep(self._plan, self._tx, self._lr, *self._norm, self._split)
+      seq = sequential.SequentialStep(self._plan, self._tx, self._lr, self._split)
       rows = jax.tree.leaves(batch)[0].shape[0] // self.microbatches
       micro = jax.tree.map(lambda x: jax.ShapeDtypeStruct((rows, *x.shape[1:]), x.dtype), batch)
       abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
@@ -120,7 +120,7 @@ class PipelinedStep(executor.Executor):
                                         stages.preferred_cuts(self._plan, self.num_stages))
     self.schedule = psched.build(self._plan, self.boundaries, self.microbatches, self.mode,
                                  self._split)
-    self.programs = StagePrograms(self._plan, self._tx, self._lr, *self._norm, mesh)
+    self.programs = StagePrograms(self._plan, self._tx, self._lr, mesh)
     self._dead = self.schedule.dead_after()
     stage = stages.stage_of(self.boundaries, self._plan.num_modules)
     self._part_stage = {c.program.part: stage[c.module] for c in self.schedule.calls
@@ -191,10 +191,10 @@ class PipelinedStep(executor.Executor):
     return step
 
 
-def make_train_step(plan: Plan, tx: part_optimizer.PartOptimizer, lr_schedule, mean, std,
+def make_train_step(plan: Plan, tx: part_optimizer.PartOptimizer, lr_schedule,
                     pipeline=None, split: str = "auto") -> PipelinedStep:
   """The pipelined step of a config's `pipeline` section (DEFAULTS where absent)."""
   cfg = {**DEFAULTS, **dict(pipeline or {})}
-  return PipelinedStep(plan, tx, lr_schedule, mean, std, cfg["stages"],
+  return PipelinedStep(plan, tx, lr_schedule, cfg["stages"],
                        tuple(cfg["boundaries"]) or None, cfg["microbatches"], cfg["mode"],
                        split=split)
