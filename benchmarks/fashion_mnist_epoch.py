@@ -50,9 +50,9 @@ def main():
     config.num_epochs, config.model.depth, config.split.preset = 1, args.depth, args.preset
     config.data.batch_size, config.data.train_subset = args.batch, args.train_subset
     exp = experiment.build(config, dataset)
-    plan, tx, schedule = exp.plan, exp.tx, exp.schedule
+    plan, tx = exp.plan, exp.tx
     state = init_state(plan, tx, jax.random.PRNGKey(config.seed), dataset.image_shape)
-    step = engine.make_train_step(config.executor, plan, tx, schedule)
+    step = engine.make_train_step(config.executor, plan, tx)
     t0 = time.time()
     for batch in dataset.train_batches(0, 0, args.batch, drop_remainder=True):
       state, metrics = step(state, batch)

@@ -86,7 +86,6 @@ class Setup:
   bp_plan: object
   tx: object
   bp_tx: object
-  schedule: object
   image_shape: tuple
 
 
@@ -97,7 +96,7 @@ def setup(config) -> Setup:
   bp_method = experiment.method_config("bp")
   bp_plan = experiment.build_plan(bp_method, exp.backbone, exp.split, exp.dataset.num_classes,
                                   exp.plan.normalisation)
-  return Setup(exp.plan, bp_plan, exp.tx, exp.base_tx, exp.schedule, exp.dataset.image_shape)
+  return Setup(exp.plan, bp_plan, exp.tx, exp.base_tx, exp.dataset.image_shape)
 
 
 def abstract_inputs(plan, tx, image_shape, batch_size):
@@ -108,7 +107,7 @@ def abstract_inputs(plan, tx, image_shape, batch_size):
   return state, batch
 
 
-def make_bp_remat_step(plan, tx, schedule):
+def make_bp_remat_step(plan, tx):
   """BP with `jax.checkpoint` around every block; `plan` is a one-term BP plan."""
   term = plan.terms[0]
 
@@ -176,19 +175,19 @@ def _analyse(variant, s: Setup, batch_size) -> Row:
   t0 = time.time()
   if variant == "bp_remat":
     state, batch = abstract_inputs(s.bp_plan, s.bp_tx, s.image_shape, batch_size)
-    step = make_bp_remat_step(s.bp_plan, s.bp_tx, s.schedule)
+    step = make_bp_remat_step(s.bp_plan, s.bp_tx)
     row = Row(variant, program_bytes(step.lower(state, batch).compile()))
   elif variant == "bp":
     state, batch = abstract_inputs(s.bp_plan, s.bp_tx, s.image_shape, batch_size)
-    (lowered,) = fused.make_train_step(s.bp_plan, s.bp_tx, s.schedule).lower(state, batch)
+    (lowered,) = fused.make_train_step(s.bp_plan, s.bp_tx).lower(state, batch)
     row = Row(variant, program_bytes(lowered.compile()))
   else:
     state, batch = abstract_inputs(s.plan, s.tx, s.image_shape, batch_size)
     if variant == "fused":
-      (lowered,) = fused.make_train_step(s.plan, s.tx, s.schedule).lower(state, batch)
+      (lowered,) = fused.make_train_step(s.plan, s.tx).lower(state, batch)
       row = Row(variant, program_bytes(lowered.compile()))
     else:
-      step = sequential.make_train_step(s.plan, s.tx, s.schedule)
+      step = sequential.make_train_step(s.plan, s.tx)
       compiled = ProgramCompiler()
       step.run(state, batch, compiled)
       held = held_bytes(step.schedule, sequential.step_inputs(step.schedule, state, batch),
@@ -243,7 +242,7 @@ def _measure(config, variant, profile_prefix):
   plan, tx = (s.bp_plan, s.bp_tx) if variant.startswith("bp") else (s.plan, s.tx)
   make = {"bp": fused.make_train_step, "bp_remat": make_bp_remat_step,
           "fused": fused.make_train_step, "sequential": sequential.make_train_step}[variant]
-  step = make(plan, tx, s.schedule)
+  step = make(plan, tx)
   state = init_state(plan, tx, jax.random.PRNGKey(0), s.image_shape)
   n = config.data.batch_size
   batch = {"image": jax.random.normal(jax.random.PRNGKey(1), (n, *s.image_shape)),

@@ -20,11 +20,6 @@ from tests.test_plugins_routing import _get, build, fast, plugin_config
 NORM = ((0.5,) * 3, (0.5,) * 3)
 
 
-def _step_fn(plan, tx, config):
-  schedule = optim.make_schedule(config.optim, config.num_epochs, 10)
-  return fused.make_train_step(plan, tx, schedule)
-
-
 def _constant_lr(c, lr=0.05):
   c.optim.schedule, c.optim.lr = "constant", lr
   return c
@@ -50,7 +45,7 @@ def test_man_ema_rule_and_optimizer_state():
   assert [q for q in opt_paths if "/lb/" in q], "the trainable LB copies need optimizer state"
 
   batch = helpers.random_batch()
-  step = fast(_step_fn(plan, tx, c), state, batch)
+  step = fast(fused.make_train_step(plan, tx), state, batch)
   expected = {p.head: jax.device_get(_get(state.params["heads"], (p.head, "ema"))) for p in pairs}
   for _ in range(3):
     pre = jax.device_get(state.params)
@@ -76,7 +71,7 @@ def test_lam_last_only_and_copy_of_target():
       jax.tree.map(np.testing.assert_array_equal, init["heads"][head][copy],
                    init["backbone"][source])
   batch = helpers.random_batch()
-  step = fast(_step_fn(plan, tx, c), state, batch)
+  step = fast(fused.make_train_step(plan, tx), state, batch)
   for _ in range(2):
     state, _ = step(state, batch)
   post = jax.device_get(state.params)
@@ -102,6 +97,6 @@ def test_copies_own_their_buffers_so_a_state_can_be_donated():
   state = init_state(plan, tx, jax.random.PRNGKey(0), helpers.IMAGE_SHAPE)
   pointers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(state)]
   assert len(pointers) == len(set(pointers))
-  step = fused.make_train_step(plan, tx, optim.make_schedule(config.optim, 1, 10))
+  step = fused.make_train_step(plan, tx)
   state, metrics = step(state, helpers.random_batch())
   assert np.isfinite(float(metrics["loss"]))

@@ -57,14 +57,13 @@ def _joint_units(plan):
 
 
 def _check_equivalent(plan, tx, state, config, split="auto"):
-  schedule = optim.make_schedule(config.optim, config.num_epochs, 10)
   batch = helpers.random_batch()
-  seq = sequential.make_train_step(plan, tx, schedule, split)
+  seq = sequential.make_train_step(plan, tx, split)
   # the fused step in two jitted halves (what fused.make_train_step runs in one program), so
   # the gradient compiled for the comparison below also drives the fused steps
   batch01 = fused.forward.with_image01(batch, plan.normalisation)
   grad_fn = jax.jit(jax.grad(lambda p, s, b: fused.plan_loss(plan, p, s, b), has_aux=True))
-  apply_fn = jax.jit(lambda st, g, aux: fused.apply_gradients(plan, tx, schedule, st, g, *aux))
+  apply_fn = jax.jit(lambda st, g, aux: fused.apply_gradients(plan, tx, st, g, *aux))
   fus = lambda st, b: apply_fn(st, *grad_fn(st.params, st.batch_stats, b))
 
   g_fused, (stats_fused, _) = grad_fn(state.params, state.batch_stats, batch01)

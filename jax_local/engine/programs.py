@@ -137,7 +137,7 @@ class Programs:
   """The compiled function of each spec: equal specs share one, and so do the updates of parts
   with one optax transformation (`part_optimizer.PartOptimizer.part_tx`)."""
 
-  def __init__(self, plan, tx: part_optimizer.PartOptimizer, schedule):
+  def __init__(self, plan, tx: part_optimizer.PartOptimizer):
     norm = plan.normalisation
     self._tx = tx
     self._make: dict[type, Callable[[Any], Callable]] = {
@@ -154,7 +154,7 @@ class Programs:
         sched.EmaSpec: lambda s: jax.jit(ema.average, static_argnums=2, donate_argnums=0),
         sched.UpdateSpec: lambda s: jax.jit(functools.partial(part_optimizer.apply_part, s),
                                             donate_argnums=(1, 2)),
-        sched.FinishSpec: lambda s: jax.jit(functools.partial(step_end.finish, plan, schedule),
+        sched.FinishSpec: lambda s: jax.jit(functools.partial(step_end.finish, plan),
                                             donate_argnums=1),
     }
     self._compiled: dict[Any, Callable] = {}
