@@ -30,7 +30,7 @@ def compile_step(config, batch_size: int) -> int:
   """Lowers and compiles the config's train step; returns the number of programs."""
   s = memory.setup(config)
   state, batch = memory.abstract_inputs(s.plan, s.tx, s.image_shape, batch_size)
-  step = engine.make_train_step(config.executor, s.plan, s.tx, s.schedule, s.mean, s.std)
+  step = engine.make_train_step(config.executor, s.plan, s.tx)
   programs = step.lower(state, batch)
   for program in programs:
     program.compile()

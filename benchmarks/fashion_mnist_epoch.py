@@ -50,16 +50,15 @@ def main():
     config.num_epochs, config.model.depth, config.split.preset = 1, args.depth, args.preset
     config.data.batch_size, config.data.train_subset = args.batch, args.train_subset
     exp = experiment.build(config, dataset)
-    plan, tx, schedule = exp.plan, exp.tx, exp.schedule
+    plan, tx = exp.plan, exp.tx
     state = init_state(plan, tx, jax.random.PRNGKey(config.seed), dataset.image_shape)
-    step = engine.make_train_step(config.executor, plan, tx, schedule, dataset.mean, dataset.std)
+    step = engine.make_train_step(config.executor, plan, tx)
     t0 = time.time()
     for batch in dataset.train_batches(0, 0, args.batch, drop_remainder=True):
       state, metrics = step(state, batch)
     jax.block_until_ready(metrics)
     train_s = time.time() - t0
-    result = evaluation.evaluate(evaluation.make_eval_step(plan, dataset.mean, dataset.std), state,
-                                 dataset, 1000)
+    result = evaluation.evaluate(evaluation.make_eval_step(plan), state, dataset, 1000)
     runs[method] = dict(plan=plan, state=state, step=step, train_s=train_s, times=[],
                         modules=plan.num_modules, **result)
     print(f"{method}: {plan.description} | test error {result['test_error']:.2f}% | "

@@ -62,10 +62,9 @@ def time_rows(rows, rounds: int, steps_per_round: int) -> dict:
   for base, plugin in rows:
     config = fashion_mnist.get_fashion_mnist_config(base, plugin)
     exp = experiment.build(config, dataset)
-    plan, tx, schedule = exp.plan, exp.tx, exp.schedule
+    plan, tx = exp.plan, exp.tx
     state = init_state(plan, tx, jax.random.PRNGKey(config.seed), dataset.image_shape)
-    step = engine.make_train_step(config.executor, plan, tx, schedule, dataset.mean,
-                                  dataset.std)
+    step = engine.make_train_step(config.executor, plan, tx)
     t0 = time.perf_counter()
     state, metrics = step(state, batch)
     jax.block_until_ready(metrics)

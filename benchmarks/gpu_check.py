@@ -201,12 +201,12 @@ def build_step(name, fields, variant):
            "label": jnp.arange(n, dtype=jnp.int32) % config.data.num_classes}
   if variant == "bp":
     state = init_state(s.bp_plan, s.bp_tx, jax.random.PRNGKey(0), s.image_shape)
-    step = fused.make_train_step(s.bp_plan, s.bp_tx, s.schedule, s.mean, s.std)
+    step = fused.make_train_step(s.bp_plan, s.bp_tx)
     (lowered,) = step.lower(state, batch)
     step = lowered.compile()
   else:
     state = init_state(s.plan, s.tx, jax.random.PRNGKey(0), s.image_shape)
-    step = sequential.make_train_step(s.plan, s.tx, s.schedule, s.mean, s.std)
+    step = sequential.make_train_step(s.plan, s.tx)
   state, metrics = step(state, batch)      # warm-up (compiles the sequential programs)
   jax.block_until_ready((state, metrics))
   return step, state, batch, s.plan

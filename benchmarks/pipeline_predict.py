@@ -127,7 +127,7 @@ class Costs:
 
 def _step(s, executor: str, pipeline=None):
   """`executor`'s step for the setup `s` (`engine.make_train_step`)."""
-  return engine.make_train_step(executor, s.plan, s.tx, s.schedule, s.mean, s.std, pipeline)
+  return engine.make_train_step(executor, s.plan, s.tx, pipeline)
 
 
 def counted_costs(s, n: int) -> Costs:

@@ -98,14 +98,11 @@ def throughput(name):
   batch = jax.device_put(batch, d0)
   m = FLAGS.microbatches
   variants = {
-      "bp": (fused.make_train_step(s.bp_plan, s.bp_tx, s.schedule, s.mean, s.std), s.bp_plan,
-             s.bp_tx),
-      "sequential": (sequential.make_train_step(s.plan, s.tx, s.schedule, s.mean, s.std),
-                     s.plan, s.tx),
-      f"pipelined sync M={m}": (pipelined.PipelinedStep(s.plan, s.tx, s.schedule, s.mean, s.std,
-                                                        2, None, m, "sync"), s.plan, s.tx),
-      f"pipelined async M={m}": (pipelined.PipelinedStep(s.plan, s.tx, s.schedule, s.mean,
-                                                         s.std, 2, None, m, "async"),
+      "bp": (fused.make_train_step(s.bp_plan, s.bp_tx), s.bp_plan, s.bp_tx),
+      "sequential": (sequential.make_train_step(s.plan, s.tx), s.plan, s.tx),
+      f"pipelined sync M={m}": (pipelined.PipelinedStep(s.plan, s.tx, 2, None, m, "sync"),
+                                s.plan, s.tx),
+      f"pipelined async M={m}": (pipelined.PipelinedStep(s.plan, s.tx, 2, None, m, "async"),
                                  s.plan, s.tx)}
   states = {}
   for v, (step, plan, tx) in variants.items():

@@ -72,11 +72,11 @@ def main(_):
       if v == "bp" and bp_key in bp_steps:   # compiled for an earlier config of this backbone
         steps[v], compile_s[v] = bp_steps[bp_key]
       elif v == "sequential":   # its programs compile on the first call: (first call - median)
-        steps[v] = make(plan, tx, s.schedule, s.mean, s.std)
+        steps[v] = make(plan, tx)
         state, first_call = _timed(steps[v], state, batch)
       else:
         t = time.perf_counter()
-        (lowered,) = make(plan, tx, s.schedule, s.mean, s.std).lower(state, batch)
+        (lowered,) = make(plan, tx).lower(state, batch)
         steps[v] = lowered.compile()
         compile_s[v] = time.perf_counter() - t
         if v == "bp":

@@ -48,8 +48,7 @@ def evaluate_checkpoint(workdir: str, step: int | None = None, data_dir: str | N
   state = par.put_replicated(state)
   epoch = max(step - 1, 0) // steps_per_epoch  # the epoch that the checkpoint's step ends or is in
   result = evaluation.evaluate_both(
-      config, evaluation.make_eval_step(plan, dataset.mean, dataset.std, par,
-                                        config.eval.get("local_heads", True)),
+      config, evaluation.make_eval_step(plan, par, config.eval.get("local_heads", True)),
       bn_reestimate.make_batch_statistics(plan, par), state, dataset, epoch, par)
   return {"step": step, "epoch": step / steps_per_epoch, **result}
 

@@ -29,15 +29,14 @@ def _local_terms(plan):
           if t.head != FINAL_HEAD]
 
 
-def make_eval_step(plan, mean, std, par: parallel.Parallel | None = None,
-                   local_heads: bool = True):
+def make_eval_step(plan, par: parallel.Parallel | None = None, local_heads: bool = True):
   """(params, stats, batch) -> {"correct", "ce", "count": sums over the real examples of the
   network's classifier, "local": {term: examples its head classified right} (empty unless
   `local_heads`, config.eval.local_heads: the heads cost a forward pass each)}.
 
-  batch: {"image" [N, H, W, C] normalised, "label" int32 [N], "mask" float32 [N]}; mean / std:
-  the dataset's normalisation (decoder heads read the de-normalised image). Padded rows get the
-  label -1, which no head predicts, so a head's mean accuracy times N counts real rows only.
+  batch: {"image" [N, H, W, C] normalised, "label" int32 [N], "mask" float32 [N]}; decoder heads
+  read the de-normalised image (`forward.with_image01`, the plan's normalisation). Padded rows
+  get the label -1, which no head predicts, so a head's mean accuracy times N counts real rows only.
   With `par` the batch is a global array sharded over the mesh and the sums are global."""
   local = _local_terms(plan) if local_heads else []
 
@@ -52,7 +51,7 @@ def make_eval_step(plan, mean, std, par: parallel.Parallel | None = None,
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
     ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
     head_batch = forward.with_image01(
-        {**batch, "label": jnp.where(mask > 0, labels, -1)}, mean, std)
+        {**batch, "label": jnp.where(mask > 0, labels, -1)}, plan.normalisation)
     heads = {}
     for name, term in local:
       (_, metrics), _ = apply_with_stats(

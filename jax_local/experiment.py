@@ -2,10 +2,11 @@
 
 From a validated config (`config_validation.validate_config`, run once before this) it builds
 the backbone, the split, the plan of the selected base method and plug-in (`jax_local.methods`,
-`jax_local.plugins`), the optimizer and LR schedule, and names the dataset's facts
-(`data.catalog`). The trainer, the memory report, the analysis tools and the benchmarks all
-assemble through here. `method_config` gives the `config.method` section of a selection: the
-selected base's and plug-in's fields with their defaults, and nothing of the others.
+`jax_local.plugins`) with the dataset's input normalisation, the optimizer and LR schedule, and
+names the dataset's facts (`data.catalog`). The trainer, the memory report, the analysis tools
+and the benchmarks all assemble through here. `method_config` gives the `config.method` section
+of a selection: the selected base's and plug-in's fields with their defaults, and nothing of the
+others.
 """
 from __future__ import annotations
 
@@ -38,15 +39,20 @@ def method_config(name: str, plugin: str = "none") -> ml_collections.ConfigDict:
   return mc
 
 
-def build_plan(mc, backbone: Backbone, split, num_classes: int) -> Plan:
+def build_plan(mc, backbone: Backbone, split, num_classes: int,
+               normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> Plan:
   """The plan of base `mc.name` on `backbone` cut by `split`, rewritten by `mc.plugin`; with
-  `replicate_bn_calls`, each module's BN statistics are updated once per covering term."""
+  `replicate_bn_calls`, each module's BN statistics are updated once per covering term.
+  normalisation: the dataset's (mean, std) (`Plan.normalisation`); None gives a plan to
+  inspect, not to run."""
   base = methods.REGISTRY.get(mc.name)
   plan = base.plan(mc, backbone, split, num_classes)
   plan = plugins.REGISTRY.get(plugins.plugin_name(mc)).rewrite(mc, plan, split, num_classes, base)
   if mc.get("replicate_bn_calls", True):
     plan = dataclasses.replace(
         plan, bn_updates=tuple(max(1, plan.num_terms_covering(m)) for m in range(plan.num_modules)))
+  if normalisation is not None:
+    plan = dataclasses.replace(plan, normalisation=tuple(map(tuple, normalisation)))
   return plan
 
 
@@ -114,7 +120,7 @@ def build(config, dataset=None) -> Experiment:
     steps = dataset.steps_per_epoch(config.data.batch_size, config.data.drop_remainder)
   split = split_of(config)
   backbone = build_backbone(config.model, spec.num_classes)
-  plan = build_plan(config.method, backbone, split, spec.num_classes)
+  plan = build_plan(config.method, backbone, split, spec.num_classes, (spec.mean, spec.std))
   updates = steps * updates_per_step(config)
   schedule = optim.make_schedule(config.optim, config.num_epochs, updates)
   base_tx = optim.make_optimizer(config.optim, config.num_epochs, updates)

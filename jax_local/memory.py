@@ -85,22 +85,19 @@ class Setup:
   bp_plan: object
   tx: object
   bp_tx: object
-  schedule: object
-  mean: tuple
-  std: tuple
   image_shape: tuple
   split: object
   pipeline: dict    # the config's `pipeline` section (the pipelined row)
 
 
 def setup(config) -> Setup:
-  """A validated config's plan and BP's plan on the same backbone (`experiment.build`, without
-  data)."""
+  """A validated config's plan and BP's plan on the same backbone and input normalisation
+  (`experiment.build`, without data)."""
   exp = experiment.build(config)
   bp_method = experiment.method_config("bp")
-  bp_plan = experiment.build_plan(bp_method, exp.backbone, exp.split, exp.dataset.num_classes)
-  return Setup(exp.plan, bp_plan, exp.tx, exp.base_tx, exp.schedule, exp.dataset.mean,
-               exp.dataset.std, exp.dataset.image_shape, exp.split,
+  bp_plan = experiment.build_plan(bp_method, exp.backbone, exp.split, exp.dataset.num_classes,
+                                  exp.plan.normalisation)
+  return Setup(exp.plan, bp_plan, exp.tx, exp.base_tx, exp.dataset.image_shape, exp.split,
                dict(config.get("pipeline", {})))
 
 
@@ -118,7 +115,7 @@ def abstract_inputs(plan, tx, image_shape, batch_size):
 KEEP_BARRIERS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
 
 
-def make_bp_remat_step(plan, tx, schedule, mean, std):
+def make_bp_remat_step(plan, tx):
   """BP with `jax.checkpoint` around every block; `plan` is a one-term BP plan. On XLA:CPU
   compiled with KEEP_BARRIERS, so the recomputation stays in the backward pass."""
   term = plan.terms[0]
@@ -133,7 +130,7 @@ def make_bp_remat_step(plan, tx, schedule, mean, std):
     return loss, new
 
   def step(state, batch):
-    batch = forward.with_image01(batch, mean, std)
+    batch = forward.with_image01(batch, plan.normalisation)
     grads, new = jax.grad(loss_fn, has_aux=True)(state.params, state.batch_stats, batch)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -148,21 +145,19 @@ def _analyse(variant, s: Setup, batch_size) -> Row:
   t0 = time.time()
   if variant == "bp_remat":
     state, batch = abstract_inputs(s.bp_plan, s.bp_tx, s.image_shape, batch_size)
-    step = make_bp_remat_step(s.bp_plan, s.bp_tx, s.schedule, s.mean, s.std)
+    step = make_bp_remat_step(s.bp_plan, s.bp_tx)
     row = Row(variant, program_bytes(step.lower(state, batch).compile()))
   elif variant == "bp":
     state, batch = abstract_inputs(s.bp_plan, s.bp_tx, s.image_shape, batch_size)
-    (lowered,) = fused.make_train_step(s.bp_plan, s.bp_tx, s.schedule, s.mean,
-                                       s.std).lower(state, batch)
+    (lowered,) = fused.make_train_step(s.bp_plan, s.bp_tx).lower(state, batch)
     row = Row(variant, program_bytes(lowered.compile()))
   else:
     state, batch = abstract_inputs(s.plan, s.tx, s.image_shape, batch_size)
     if variant == "fused":
-      (lowered,) = fused.make_train_step(s.plan, s.tx, s.schedule, s.mean,
-                                         s.std).lower(state, batch)
+      (lowered,) = fused.make_train_step(s.plan, s.tx).lower(state, batch)
       row = Row(variant, program_bytes(lowered.compile()))
     elif variant == "sequential":
-      step = sequential.make_train_step(s.plan, s.tx, s.schedule, s.mean, s.std)
+      step = sequential.make_train_step(s.plan, s.tx)
       compiled = schedule_memory.ProgramCompiler()
       step.run(state, batch, compiled)
       (peak,) = schedule_memory.peaks(
@@ -189,7 +184,7 @@ def _pipelined_row(s: Setup, state, batch) -> Row:
   holds each value, `pipeline_schedule.holders`, and the stage of each call's module); the
   row's bytes: the largest stage's. Balanced boundaries are found as the executor finds them
   (FLOPs of the programs at the micro-batch's shapes)."""
-  step = pipelined.make_train_step(s.plan, s.tx, s.schedule, s.mean, s.std, s.pipeline)
+  step = pipelined.make_train_step(s.plan, s.tx, s.pipeline)
   compiled = schedule_memory.ProgramCompiler()
   step.walk(state, batch, compiled)
   stage = stages.stage_of(step.boundaries, s.plan.num_modules)
@@ -245,7 +240,7 @@ def _measure(config, variant, profile_prefix):
   plan, tx = (s.bp_plan, s.bp_tx) if variant.startswith("bp") else (s.plan, s.tx)
   make = {"bp": fused.make_train_step, "bp_remat": make_bp_remat_step,
           "fused": fused.make_train_step, "sequential": sequential.make_train_step}[variant]
-  step = make(plan, tx, s.schedule, s.mean, s.std)
+  step = make(plan, tx)
   state = init_state(plan, tx, jax.random.PRNGKey(0), s.image_shape)
   n = config.data.batch_size
   batch = {"image": jax.random.normal(jax.random.PRNGKey(1), (n, *s.image_shape)),

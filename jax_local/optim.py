@@ -7,9 +7,10 @@
   step   the same shapes evaluated at every step t of T = num_epochs * steps_per_epoch, so a
          short run anneals smoothly (the formulas after the per-epoch ones).
 `make_schedule` turns either into an optax schedule `step -> lr`; `make_optimizer`
-uses that same schedule, so the trainer logs the current LR as `schedule(step)` (no
-`inject_hyperparams`: the optimizer state stays minimal and the logged value is exactly the one
-applied, because optax's `scale_by_schedule` also evaluates the schedule at the 0-based step count).
+uses that same schedule, so the trainer logs a step's LR as `schedule(n)` at the 0-based count n
+of its update (`train.step_learning_rate`; no `inject_hyperparams`: the optimizer state stays
+minimal and the logged value is exactly the one applied, because optax's `scale_by_schedule`
+also evaluates the schedule at the 0-based update count).
 
 Schedules (`optim.schedule`), with the 0-based `epoch` of the trainer and E = num_epochs:
   warmup_cosine  §10.3, the InfoPro-family CIFAR rule with e = epoch+1 and W = warmup_epochs:
@@ -170,7 +171,7 @@ def make_optimizer(optim_config, num_epochs: int, steps_per_epoch: int) -> optax
         update g + mu*buf).
   adam: adam(schedule) with default betas/eps (PredSim, wd 0); coupled L2 in front if wd > 0,
         as torch.optim.Adam(weight_decay=wd).
-  The current LR for logging is `make_schedule(...)(step)` (see the module doc).
+  The current LR for logging is `make_schedule(...)(n)` at update count n (see the module doc).
   """
   validate_optim(optim_config)
   schedule = make_schedule(optim_config, num_epochs, steps_per_epoch)

@@ -6,6 +6,10 @@ where a_first is the input of module `first` (a_0 is the image). An independent 
 first == last; a cascade term spans several modules; BP is one term over all modules.
 Which parameters a term can reach is therefore a property of the plan alone
 (`Plan.reachable_blocks`), testable without running a model.
+
+The plan also holds the input's normalisation, image = (x01 - mean) / std per channel with x01
+the image in [0, 1], so that the executors and the evaluation give heads that reconstruct the
+input its target x01 (`engine.forward.with_image01`).
 """
 from __future__ import annotations
 
@@ -34,7 +38,9 @@ class Plan:
   """backbone + module boundaries + heads + loss terms.
 
   modules[i] is the tuple of block names of gradient-isolated module i, in order; the last
-  module ends with the backbone's classifier block, so its output is logits.
+  module ends with the backbone's classifier block, so its output is logits. normalisation:
+  (mean, std) of the dataset, per channel in [0, 1] units (`data.catalog`); None for a plan
+  that is only inspected (no step can run it).
   """
   backbone: Backbone
   modules: tuple[tuple[str, ...], ...]
@@ -43,6 +49,7 @@ class Plan:
   description: str = ""
   ema_pairs: tuple[EmaPair, ...] = ()   # EMA copies held by heads (MAN, LAM)
   bn_updates: tuple[int, ...] = ()      # per module: BN running-average updates per step (Q23)
+  normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None   # (mean, std)
 
   def __post_init__(self):
     flat = [b for m in self.modules for b in m]

@@ -3,11 +3,13 @@
 Reads top to bottom: validate the config, take the workdir lock (`workdir_lock`, process 0),
 load data, build the experiment (`experiment.build`), initialise or restore the state (dropping
 the metric records a crashed launch wrote past its last checkpoint), then loop over epochs
-(`_loop`), logging each XLA compilation (`compile_log`). The workdir holds `run.lock` while the
-run is live, `checkpoints/`, `best_checkpoint/` (with `data.validation_size` > 0: the evaluation
-of lowest validation error, `BestCheckpoint`), `metrics.jsonl` (every logged scalar, under the
-names of `metric_names`), `history.json` (one entry per evaluation, `evaluation`), `config.json`,
-TensorBoard event files and, at the end, `summary.json` (`summarise`).
+(`_loop`: each step's metrics are the executor's plus the learning rate from the schedule,
+`step_learning_rate`), logging each XLA compilation (`compile_log`). The workdir holds
+`run.lock` while the run is live, `checkpoints/`, `best_checkpoint/` (with
+`data.validation_size` > 0: the evaluation of lowest validation error, `BestCheckpoint`),
+`metrics.jsonl` (every logged scalar, under the names of `metric_names`), `history.json` (one
+entry per evaluation, `evaluation`), `config.json`, TensorBoard event files and, at the end,
+`summary.json` (`summarise`).
 
 Scale (README "Running on clusters"): `parallel.Parallel` puts every device of every process on a
 `data` mesh axis; batches become global arrays sharded along it, the state is replicated, and the
@@ -159,15 +161,15 @@ def _train_and_evaluate(config, workdir, return_state, mock_examples, devices, t
     before = history[-1] if history else {}  # what the launches before this one counted
     _save_config(workdir, config_dict, bool(changes), start)
 
-    train_step = par.train_step(engine.make_train_step(
-        config.executor, plan, tx, schedule, dataset.mean, dataset.std, config.get("pipeline")))
+    executor = engine.make_train_step(config.executor, plan, tx, config.get("pipeline"))
+    train_step = par.train_step(executor)
+    learning_rate = step_learning_rate(schedule, executor.updates_per_step)
     total_steps = steps_per_epoch * config.num_epochs
     guard = divergence.Guard(
         config.get("on_nonfinite", "stop"),
         max_skipped=config.get("max_skipped_fraction", 0.01) * total_steps,
         skipped=before.get("skipped_steps", 0))
-    eval_step = evaluation.make_eval_step(plan, dataset.mean, dataset.std, par,
-                                          config.eval.get("local_heads", True))
+    eval_step = evaluation.make_eval_step(plan, par, config.eval.get("local_heads", True))
     batch_statistics = bn_reestimate.make_batch_statistics(plan, par)
     writer = run_log.make_writer(workdir, jax.process_index() == 0)
     if start == 0:
@@ -182,9 +184,9 @@ def _train_and_evaluate(config, workdir, return_state, mock_examples, devices, t
                       elapsed_s=elapsed_before + time.time() - t_start)
         return result
 
-      history, state = _loop(config, plan, dataset, state, train_step, guard, evaluate_fn,
-                             writer, ckpt, best, stop, history, history_path, steps_per_epoch,
-                             par)
+      history, state = _loop(config, plan, dataset, state, train_step, learning_rate, guard,
+                             evaluate_fn, writer, ckpt, best, stop, history, history_path,
+                             steps_per_epoch, par)
     finally:
       writer.close()
       ckpt.close()  # waits for the last (good) checkpoint, also when stopping on an error
@@ -198,6 +200,14 @@ def _train_and_evaluate(config, workdir, return_state, mock_examples, devices, t
     run_log.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
   LOG.info("summary: %s", json.dumps(summary))
   return (summary, state) if return_state else summary
+
+
+def step_learning_rate(schedule, updates_per_step: int):
+  """k -> the learning rate of step k (0-based), schedule(k·updates_per_step): the rate of the
+  step's update, or of its first one when it makes several (`Executor.updates_per_step`). A
+  device scalar, dispatched without waiting, read with the step's metrics."""
+  jitted = jax.jit(lambda k: schedule(k * updates_per_step))
+  return lambda k: jitted(np.int32(k))
 
 
 def _warn_changed_horizon(saved: dict, config, schedule, start: int):
@@ -256,13 +266,14 @@ def _check_last_batch(config, dataset, par) -> None:
         "a batch size or data.train_subset that leaves a multiple of the device count")
 
 
-def _loop(config, plan, dataset, state, train_step, guard, evaluate_fn, writer, ckpt, best,
-          stop, history, history_path, steps_per_epoch, par):
+def _loop(config, plan, dataset, state, train_step, learning_rate, guard, evaluate_fn, writer,
+          ckpt, best, stop, history, history_path, steps_per_epoch, par):
   """The epoch loop from `state.step` on; returns (evaluation history, final state).
 
-  evaluate_fn(state, epoch) -> one evaluation (`evaluation.evaluate_both`); best: the
-  `BestCheckpoint` when the run holds a validation split, else None. Metrics are written under
-  their public names (`metric_names`)."""
+  learning_rate(k) -> step k's "lr", added to its metrics (`step_learning_rate`); evaluate_fn(
+  state, epoch) -> one evaluation (`evaluation.evaluate_both`); best: the `BestCheckpoint` when
+  the run holds a validation split, else None. Metrics are written under their public names
+  (`metric_names`)."""
   step = start = int(state.step)
   total_steps = steps_per_epoch * config.num_epochs
   t_log, imgs_since_log, pending = time.time(), 0, []
@@ -275,6 +286,7 @@ def _loop(config, plan, dataset, state, train_step, guard, evaluate_fn, writer, 
                                                  config.data.drop_remainder))
     for batch in batches:
       state, metrics = guard.step(train_step, state, batch)
+      metrics["lr"] = learning_rate(step)
       step += 1
       imgs_since_log += batch["label"].shape[0]  # a global array: the global batch
       pending.append((step, metrics))

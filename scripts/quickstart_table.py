@@ -43,10 +43,9 @@ def step_times(configs, rounds: int, steps_per_round: int) -> list[float]:
   runs = {}
   for i, config in enumerate(configs):
     exp = experiment.build(config, dataset)
-    plan, tx, schedule = exp.plan, exp.tx, exp.schedule
+    plan, tx = exp.plan, exp.tx
     state = init_state(plan, tx, jax.random.PRNGKey(config.seed), dataset.image_shape)
-    step = engine.make_train_step(config.executor, plan, tx, schedule, dataset.mean,
-                                  dataset.std)
+    step = engine.make_train_step(config.executor, plan, tx)
     state, metrics = step(state, batch)  # compile
     jax.block_until_ready(metrics)
     runs[i] = {"step": step, "state": state}

@@ -21,10 +21,11 @@ def tiny_config(method="dgl", depth=8, preset="uniform_k3", plugin="none"):
   return c
 
 
-def tiny_plan_and_state(config, image_shape=IMAGE_SHAPE, seed=0):
+def tiny_plan_and_state(config, image_shape=IMAGE_SHAPE, seed=0, normalisation=None):
   backbone = build_backbone(config.model, config.data.num_classes)
   split = splits.get_split(config.split.preset, config.model.depth)
-  plan = experiment.build_plan(config.method, backbone, split, config.data.num_classes)
+  plan = experiment.build_plan(config.method, backbone, split, config.data.num_classes,
+                               normalisation)
   tx = part_optimizer.PartOptimizer(optim.make_optimizer(config.optim, config.num_epochs, 10),
                                     plan.ema_pairs)
   state = init_state(plan, tx, jax.random.PRNGKey(seed), image_shape)

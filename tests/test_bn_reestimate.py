@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jax_local import bn_reestimate, engine, optim, parallel
+from jax_local import bn_reestimate, engine, parallel
 from jax_local.models import layers
 from jax_local.models.backbone import apply_block
 from tests import helpers
@@ -64,11 +64,10 @@ def _lookup(stats, block, path):
 def test_reestimated_statistics_equal_numpy_average(executor, devices, bn_stats):
   config = helpers.tiny_config("dgl", depth=8, preset="uniform_k3")
   config.model.bn_stats = bn_stats
-  plan, tx, state = helpers.tiny_plan_and_state(config)
+  plan, tx, state = helpers.tiny_plan_and_state(config, normalisation=(MEAN, STD))
   par = parallel.Parallel.from_config(config, parallel.make_mesh(jax.devices()[:devices]))
   groups = devices if bn_stats == "per_device" else 1
-  schedule = optim.make_schedule(config.optim, config.num_epochs, 10)
-  step = par.train_step(engine.make_train_step(executor, plan, tx, schedule, MEAN, STD))
+  step = par.train_step(engine.make_train_step(executor, plan, tx))
   state = par.put_replicated(state)
   batches = [{k: np.asarray(v) for k, v in helpers.random_batch(N, seed=s).items()
               if k != "image01"} for s in range(2 + NUM_BATCHES)]

@@ -17,7 +17,7 @@ def _hpff_plan(replicate: bool):
   config.method.replicate_bn_calls = replicate
   backbone = build_backbone(config.model, config.data.num_classes)
   plan = experiment.build_plan(config.method, backbone, splits.get_split("blocks", 8),
-                               config.data.num_classes)
+                               config.data.num_classes, (MEAN, STD))
   return config, plan
 
 
@@ -41,10 +41,9 @@ def test_running_stats_equal_n_sequential_updates():
   for replicate in (False, True):
     config, plan = _hpff_plan(replicate)
     tx = optim.make_optimizer(config.optim, config.num_epochs, 10)
-    schedule = optim.make_schedule(config.optim, config.num_epochs, 10)
     state = jax.jit(lambda rng: init_state(plan, tx, rng, helpers.IMAGE_SHAPE))(
         jax.random.PRNGKey(0))
-    step = fused.make_train_step(plan, tx, schedule, MEAN, STD)
+    step = fused.make_train_step(plan, tx)
     r0 = jax.device_get(state.batch_stats["backbone"])
     states[replicate], _ = step(state, helpers.random_batch())
     plans[replicate] = plan

@@ -230,7 +230,8 @@ def _build(name):
   config_validation.validate_config(config)
   split = experiment.split_of(config)
   backbone = build_backbone(config.model, config.data.num_classes)
-  return config, experiment.build_plan(config.method, backbone, split, config.data.num_classes)
+  return config, experiment.build_plan(config.method, backbone, split, config.data.num_classes,
+                                       (inet.MEAN, inet.STD))
 
 
 def test_config_list_is_complete():
@@ -274,11 +275,10 @@ def test_plugin_configs_use_imagenet_heads():
 
 def _lower(name, batch=2):
   config, plan = _build(name)
-  schedule = optim.make_schedule(config.optim, config.num_epochs, 100)
   tx = part_optimizer.PartOptimizer(optim.make_optimizer(config.optim, config.num_epochs, 100),
                                     plan.ema_pairs)
   state = jax.eval_shape(lambda: init_state(plan, tx, jax.random.PRNGKey(0), IMAGE))
-  step = engine.make_train_step(config.executor, plan, tx, schedule, inet.MEAN, inet.STD)
+  step = engine.make_train_step(config.executor, plan, tx)
   abstract = {"image": jax.ShapeDtypeStruct((batch, *IMAGE), jnp.float32),
               "label": jax.ShapeDtypeStruct((batch,), jnp.int32)}
   return step.lower(state, abstract)

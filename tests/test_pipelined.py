@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import common
-from jax_local import config_validation, optim, parallel
+from jax_local import config_validation, optim, parallel, train
 from jax_local.data import input_pipeline
 from jax_local.models import layers
 from jax_local.engine import fused, pipeline_schedule, pipelined, schedule, sequential, stages
@@ -45,17 +45,17 @@ def _setup(base, plugin="none"):
     config = helpers.tiny_config(base, preset="blocks_stem" if base == "auglocal" else
                                  "uniform_k3")
     common.set_selected(config.method, auglocal=dict(aux_depth=1))
-    plan, tx, state = helpers.tiny_plan_and_state(config)
+    plan, tx, state = helpers.tiny_plan_and_state(config, normalisation=(MEAN, STD))
   else:
     config = plugin_routing.plugin_config(base, plugin)
-    plan, tx, state = plugin_routing.build(config)
-  return plan, tx, state, optim.make_schedule(config.optim, config.num_epochs, 10)
+    plan, tx, state = plugin_routing.build(config, normalisation=(MEAN, STD))
+  return plan, tx, state
 
 
-def _sync_reference(plan, tx, lr, state, batch, count):
+def _sync_reference(plan, tx, state, batch, count):
   """The sequential executor's gradients and new statistics on each micro-batch, averaged, then
   the update (`fused.apply_gradients`)."""
-  seq = sequential.SequentialStep(plan, tx, lr, MEAN, STD)
+  seq = sequential.SequentialStep(plan, tx)
   pieces = [seq.gradients(_copy(state), jax.device_put(b)) for b in _halves(batch, count)]
   mean = lambda trees: jax.tree.map(lambda *xs: sum(xs[1:], xs[0]) / len(xs), *trees)
   grads, new_stats = mean([g for g, _ in pieces]), mean([s for _, s in pieces])
@@ -64,18 +64,18 @@ def _sync_reference(plan, tx, lr, state, batch, count):
   loss = sum(v for b in _halves(batch, count)
              for n, v in seq.run(_copy(state), jax.device_put(b), stop=start).items()
              if n.startswith("loss/")) / count
-  return fused.apply_gradients(plan, tx, lr, _copy(state), grads, new_stats, {"loss": loss})
+  return fused.apply_gradients(plan, tx, _copy(state), grads, new_stats, {"loss": loss})
 
 
-def _check_sync(plan, tx, lr, state, boundaries, count):
+def _check_sync(plan, tx, state, boundaries, count):
   batch = helpers.random_batch()
-  step = pipelined.PipelinedStep(plan, tx, lr, MEAN, STD, len(boundaries) + 1, boundaries,
-                                 count, "sync")
+  step = pipelined.PipelinedStep(plan, tx, len(boundaries) + 1, boundaries, count, "sync")
   new, metrics = step(_copy(state), batch)
-  want, want_metrics = _sync_reference(plan, tx, lr, state, batch, count)
+  want, want_metrics = _sync_reference(plan, tx, state, batch, count)
   _allclose(new, want)
-  for key in ("loss", "grad_norm", "lr"):
+  for key in ("loss", "grad_norm"):
     np.testing.assert_allclose(metrics[key], want_metrics[key], **TOL)
+  assert step.updates_per_step == 1   # the learning rate the trainer logs: one update
   # every part's state lives on its stage's device
   stage = stages.stage_of(boundaries, plan.num_modules)
   devices = jax.devices()
@@ -88,11 +88,11 @@ def _check_sync(plan, tx, lr, state, boundaries, count):
 
 
 def test_sync_one_microbatch_equals_sequential():
-  plan, tx, state, lr = _setup("dgl")
+  plan, tx, state = _setup("dgl")
   batch = helpers.random_batch()
-  step = pipelined.PipelinedStep(plan, tx, lr, MEAN, STD, 2, (1,), 1, "sync")
+  step = pipelined.PipelinedStep(plan, tx, 2, (1,), 1, "sync")
   new, metrics = step(_copy(state), batch)
-  want, want_metrics = sequential.SequentialStep(plan, tx, lr, MEAN, STD)(_copy(state), batch)
+  want, want_metrics = sequential.SequentialStep(plan, tx)(_copy(state), batch)
   _allclose(new, want)
   assert sorted(metrics) == sorted(want_metrics)
   _allclose(metrics, {k: want_metrics[k] for k in metrics})
@@ -110,8 +110,8 @@ def test_sync_one_microbatch_equals_sequential():
 def test_sync_microbatches_equal_accumulated_sequential(base):
   """The head kinds DGL's (also Greedy SL's) do not have: decoder + classifier, similarity
   matching, copies of later blocks. DGL runs M=2 with a plug-in below, M=1 above, async after."""
-  plan, tx, state, lr = _setup(base)
-  _check_sync(plan, tx, lr, state, (1,), 2)
+  plan, tx, state = _setup(base)
+  _check_sync(plan, tx, state, (1,), 2)
 
 
 @pytest.mark.parametrize("base,plugin", [("dgl", "hpff"), ("predsim", "man")])
@@ -119,9 +119,9 @@ def test_sync_plugins_across_stages(base, plugin):
   """HiLo windows {j, j+1} and MAN's copies of the next module's block: every cut of these plans
   crosses a term or a copy; the cascade cotangent goes back to stage 0 and the source block's
   parameters forward, and the update is still the sequential executor's."""
-  plan, tx, state, lr = _setup(base, plugin)
+  plan, tx, state = _setup(base, plugin)
   assert stages.clean_cuts(plan) == ()
-  step = _check_sync(plan, tx, lr, state, (2,), 2)
+  step = _check_sync(plan, tx, state, (2,), 2)
   sends = [c.label for c in step.schedule.calls
            if isinstance(c.program, pipeline_schedule.TransferSpec)]
   if plugin == "hpff":
@@ -138,20 +138,20 @@ def test_sync_data_parallel_stages(bn_stats):
   BatchNorm rule of §3.3: `global` normalises each micro-batch as a whole; `per_device` each
   device's half of it, which on the 2x1 mesh is ghost BatchNorm with 2 groups. The trainer's
   layer policy gives a stage's `data` devices as the groups, not every device of the run."""
-  plan, tx, state, lr = _setup("dgl")
+  plan, tx, state = _setup("dgl")
   batch = helpers.random_batch()
   config = _config(stages=2)
   config.model.bn_stats = bn_stats
   par = parallel.Parallel.from_config(config, parallel.make_mesh(jax.devices()[:4]))
   assert par.policy.bn_groups == {"global": 1, "per_device": 2}[bn_stats]
   with layers.policy(par.policy):
-    want, want_metrics = pipelined.PipelinedStep(plan, tx, lr, MEAN, STD, 2, (1,), 2, "sync")(
+    want, want_metrics = pipelined.PipelinedStep(plan, tx, 2, (1,), 2, "sync")(
         _copy(state), batch)
-    step = pipelined.PipelinedStep(plan, tx, lr, MEAN, STD, 2, (1,), 2, "sync")
+    step = pipelined.PipelinedStep(plan, tx, 2, (1,), 2, "sync")
     mesh = pipelined.make_mesh(2, jax.devices()[:4])
     new, metrics = step.run(_copy(state), batch, mesh, sequential.one_at_a_time)
   _allclose(new, want)
-  for key in ("loss", "grad_norm", "lr"):
+  for key in ("loss", "grad_norm"):
     np.testing.assert_allclose(metrics[key], want_metrics[key], **TOL)
   stage = stages.stage_of((1,), plan.num_modules)
   for c in step.schedule.calls:
@@ -165,19 +165,20 @@ def test_sync_data_parallel_stages(bn_stats):
 def test_async_equals_sequential_steps_on_microbatches():
   """Each stage updates after every micro-batch: the sequential executor run once per
   micro-batch gives the same state, on 2 stages and on 1 (where the pipeline is that loop)."""
-  plan, tx, state, lr = _setup("dgl")
+  plan, tx, state = _setup("dgl")
   batch = helpers.random_batch()
-  seq = sequential.SequentialStep(plan, tx, lr, MEAN, STD)
+  seq = sequential.SequentialStep(plan, tx)
   want, losses = _copy(state), []
   for half in _halves(batch, 2):
     want, m = seq(want, half)
     losses.append(m["loss"])
   for bounds in [(1,), ()]:
-    step = pipelined.PipelinedStep(plan, tx, lr, MEAN, STD, len(bounds) + 1, bounds, 2, "async")
+    step = pipelined.PipelinedStep(plan, tx, len(bounds) + 1, bounds, 2, "async")
     new, metrics = step(_copy(state), batch)
     _allclose((new.params, new.opt_state, new.batch_stats),
               (want.params, want.opt_state, want.batch_stats))
     assert int(new.step) == 1   # one step of the trainer: a global batch
+    assert step.updates_per_step == 2   # of two updates, which the LR schedule counts
     np.testing.assert_allclose(metrics["loss"], np.mean(losses), **TOL)
 
 
@@ -189,9 +190,9 @@ def test_async_loss_falls_on_fashion_mnist(fashion_mnist):
   config = helpers.tiny_config("dgl", depth=8, preset="uniform_k3")
   config.data.num_classes = 10
   config.optim.lr, config.optim.schedule = 0.05, "constant"
-  plan, tx, state = helpers.tiny_plan_and_state(config, data.image_shape)
-  lr = optim.make_schedule(config.optim, 1, 100)
-  step = pipelined.PipelinedStep(plan, tx, lr, data.mean, data.std, 2, None, 2, "async")
+  plan, tx, state = helpers.tiny_plan_and_state(config, data.image_shape,
+                                                normalisation=(data.mean, data.std))
+  step = pipelined.PipelinedStep(plan, tx, 2, None, 2, "async")
   losses = []
   for batch in data.train_batches(0, 0, 64, drop_remainder=True):
     state, metrics = step(state, batch)
@@ -203,13 +204,27 @@ def test_async_loss_falls_on_fashion_mnist(fashion_mnist):
   assert np.mean(losses[-3:]) < 0.85 * np.mean(losses[:3]), losses
 
 
+def test_trainer_logs_the_learning_rate_of_a_steps_first_update():
+  """An async step makes M updates and the schedule counts updates: the trainer's "lr" of step k
+  is the schedule at update k·M (a per-step cosine, so the rates differ), sync's at update k."""
+  config = helpers.tiny_config("dgl")
+  config.optim.schedule, config.optim.schedule_unit = "cosine", "step"
+  schedule = optim.make_schedule(config.optim, 1, 10)
+  plan, tx, _ = helpers.tiny_plan_and_state(config)
+  for mode, updates in (("sync", 1), ("async", 2)):
+    step = pipelined.make_train_step(plan, tx, {"mode": mode, "microbatches": 2})
+    lr = train.step_learning_rate(schedule, step.updates_per_step)
+    np.testing.assert_allclose([lr(k) for k in range(3)],
+                               [schedule(k * updates) for k in range(3)], rtol=1e-6)
+
+
 def test_balanced_boundaries_from_costs():
   assert stages.balanced([1, 1, 1, 1, 4], 2, (1, 2, 3, 4)) == (4,)
   assert stages.balanced([1, 1, 1, 1, 4], 2, (1, 2)) == (2,)
   assert stages.balanced([4, 1, 1, 1, 1, 4], 3, (1, 2, 3, 4, 5)) == (1, 5)
   # FLOPs per module from XLA's cost analysis: the balanced cut of a real plan
-  plan, tx, state, lr = _setup("dgl")
-  seq = sequential.SequentialStep(plan, tx, lr, MEAN, STD)
+  plan, tx, state = _setup("dgl")
+  seq = sequential.SequentialStep(plan, tx)
   costs = stages.module_costs(seq, state, helpers.random_batch())
   assert len(costs) == plan.num_modules and min(costs) > 0
   assert stages.balanced(costs, 2, (1, 2)) == (min(

@@ -17,9 +17,7 @@ from tests import helpers
 from tests.test_plugins_routing import _get, build, fast, plugin_config
 
 
-def _step_fn(plan, tx, config):
-  schedule = optim.make_schedule(config.optim, config.num_epochs, 10)
-  return fused.make_train_step(plan, tx, schedule, (0.5,) * 3, (0.5,) * 3)
+NORM = ((0.5,) * 3, (0.5,) * 3)
 
 
 def _constant_lr(c, lr=0.05):
@@ -34,7 +32,7 @@ def _leaf_paths(tree):
 
 def test_man_ema_rule_and_optimizer_state():
   c = _constant_lr(plugin_config("greedy", "man", preset="blocks", **{"man.ema_decay": 0.9}))
-  plan, tx, state = build(c)
+  plan, tx, state = build(c, normalisation=NORM)
   pairs = plan.ema_pairs
   assert [(p.head, p.path, p.source) for p in pairs] == [("m0", ("ema",), "s2b0"),
                                                          ("m1", ("ema",), "s3b0")]
@@ -47,7 +45,7 @@ def test_man_ema_rule_and_optimizer_state():
   assert [q for q in opt_paths if "/lb/" in q], "the trainable LB copies need optimizer state"
 
   batch = helpers.random_batch()
-  step = fast(_step_fn(plan, tx, c), state, batch)
+  step = fast(fused.make_train_step(plan, tx), state, batch)
   expected = {p.head: jax.device_get(_get(state.params["heads"], (p.head, "ema"))) for p in pairs}
   for _ in range(3):
     pre = jax.device_get(state.params)
@@ -65,7 +63,7 @@ def test_man_ema_rule_and_optimizer_state():
 def test_lam_last_only_and_copy_of_target():
   c = _constant_lr(plugin_config("greedy", "mlaan", **{"mlm.k": 2, "lam.ema_update": "last_only",
                                                         "lam.ema_decay": 0.9}))
-  plan, tx, state = build(c)
+  plan, tx, state = build(c, normalisation=NORM)
   assert [(p.head, p.decay) for p in plan.ema_pairs] == [("cas1", 1.0), ("cas2", 0.9)]
   init = jax.device_get(state.params)
   for head in ("cas1", "cas2"):  # copy_of_target: Aug and EMA copies equal their source at init
@@ -73,7 +71,7 @@ def test_lam_last_only_and_copy_of_target():
       jax.tree.map(np.testing.assert_array_equal, init["heads"][head][copy],
                    init["backbone"][source])
   batch = helpers.random_batch()
-  step = fast(_step_fn(plan, tx, c), state, batch)
+  step = fast(fused.make_train_step(plan, tx), state, batch)
   for _ in range(2):
     state, _ = step(state, batch)
   post = jax.device_get(state.params)
@@ -92,13 +90,13 @@ def test_copies_own_their_buffers_so_a_state_can_be_donated():
   config = plugin_config("dgl", "mlaan", preset="blocks", **{"mlm.k": 2})
   backbone = build_backbone(config.model, config.data.num_classes)
   split = splits.get_split("blocks", config.model.depth)
-  plan = experiment.build_plan(config.method, backbone, split, config.data.num_classes)
+  plan = experiment.build_plan(config.method, backbone, split, config.data.num_classes,
+                               ((0.5,) * 3, (0.25,) * 3))
   tx = part_optimizer.PartOptimizer(optim.make_optimizer(config.optim, config.num_epochs, 10),
                                     plan.ema_pairs)
   state = init_state(plan, tx, jax.random.PRNGKey(0), helpers.IMAGE_SHAPE)
   pointers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(state)]
   assert len(pointers) == len(set(pointers))
-  step = fused.make_train_step(plan, tx, optim.make_schedule(config.optim, 1, 10),
-                               (0.5,) * 3, (0.25,) * 3)
+  step = fused.make_train_step(plan, tx)
   state, metrics = step(state, helpers.random_batch())
   assert np.isfinite(float(metrics["loss"]))

@@ -51,12 +51,13 @@ def plugin_config(base, plugin, depth=8, preset="blocks_stem", **fields):
   return c
 
 
-def build(config, image_shape=helpers.IMAGE_SHAPE, steps_per_epoch=10):
+def build(config, image_shape=helpers.IMAGE_SHAPE, steps_per_epoch=10, normalisation=None):
   """(plan, tx, state): a jitted init_state, then copy_of_target copies set by init_copies."""
   backbone = build_backbone(config.model, config.data.num_classes)
   split = splits.get_split(config.split.preset, config.model.depth)
   config_validation.validate_method(config.method, split)
-  plan = experiment.build_plan(config.method, backbone, split, config.data.num_classes)
+  plan = experiment.build_plan(config.method, backbone, split, config.data.num_classes,
+                               normalisation)
   tx = part_optimizer.PartOptimizer(
       optim.make_optimizer(config.optim, config.num_epochs, steps_per_epoch), plan.ema_pairs)
 

@@ -15,7 +15,6 @@ from jax_local import methods, plugins
 from jax_local.data import fashion_mnist_idx
 from tests.test_plugins_ema import _constant_lr
 from tests.test_plugins_routing import build, fast, plugin_config
-from jax_local import optim
 from jax_local.engine import fused
 
 def _each_plugin_and_base_once():
@@ -48,8 +47,8 @@ def test_few_steps_lower_the_loss(base, plugin, fm_batch):
   c = _constant_lr(plugin_config(base, plugin, preset="blocks", **{
       "pff.patch_loop": "unrolled", "auglocal.aux_depth": 1, "mlm.k": 2}))
   c.data.num_classes = 10
-  plan, tx, state = build(c, image_shape=(28, 28, 1))
-  step = fused.make_train_step(plan, tx, optim.make_schedule(c.optim, c.num_epochs, 10), MEAN, STD)
+  plan, tx, state = build(c, image_shape=(28, 28, 1), normalisation=(MEAN, STD))
+  step = fused.make_train_step(plan, tx)
   step = fast(step, state, fm_batch)
   losses = []
   for _ in range(4):

@@ -55,14 +55,13 @@ def _joint_units(plan):
 
 
 def _check_equivalent(plan, tx, state, config, split="auto"):
-  schedule = optim.make_schedule(config.optim, config.num_epochs, 10)
   batch = helpers.random_batch()
-  seq = sequential.make_train_step(plan, tx, schedule, MEAN, STD, split)
+  seq = sequential.make_train_step(plan, tx, split)
   # the fused step in two jitted halves (what fused.make_train_step runs in one program), so
   # the gradient compiled for the comparison below also drives the fused steps
-  batch01 = fused.forward.with_image01(batch, MEAN, STD)
+  batch01 = fused.forward.with_image01(batch, plan.normalisation)
   grad_fn = jax.jit(jax.grad(lambda p, s, b: fused.plan_loss(plan, p, s, b), has_aux=True))
-  apply_fn = jax.jit(lambda st, g, aux: fused.apply_gradients(plan, tx, schedule, st, g, *aux))
+  apply_fn = jax.jit(lambda st, g, aux: fused.apply_gradients(plan, tx, st, g, *aux))
   fus = lambda st, b: apply_fn(st, *grad_fn(st.params, st.batch_stats, b))
 
   g_fused, (stats_fused, _) = grad_fn(state.params, state.batch_stats, batch01)
@@ -89,7 +88,7 @@ def test_bases_match_fused(method):
   config = helpers.tiny_config(method, preset="blocks_stem" if method == "auglocal" else
                                "uniform_k3")
   common.set_selected(config.method, auglocal=dict(aux_depth=1))  # aux nets copy one later block
-  plan, tx, state = helpers.tiny_plan_and_state(config)
+  plan, tx, state = helpers.tiny_plan_and_state(config, normalisation=(MEAN, STD))
   seq = _check_equivalent(plan, tx, state, config)
   assert len(_units(seq.schedule)) == plan.num_modules
 
@@ -102,7 +101,7 @@ def test_plugins_match_fused(base, plugin, fields):
   LAM and MAN run in programs of their own (trunk stages). The last case has a two-layer leap
   list (module 1: blocks 2.0, 3.0) with an EMA copy at both layers."""
   config = plugin_routing.plugin_config(base, plugin, **fields)
-  plan, tx, state = plugin_routing.build(config)
+  plan, tx, state = plugin_routing.build(config, normalisation=(MEAN, STD))
   seq = _check_equivalent(plan, tx, state, config)
   assert any(t.first < t.last for t in plan.terms) == (plugin != "man")
   assert bool(plan.ema_pairs) == (plugin != "hpff")
@@ -123,7 +122,7 @@ def test_cascade_terms_and_shared_head_match_fused(split):
   """Windows {0,1}, {1,2} (HiLo-like) and {0,1,2} in one plan; the {1,2} and {0,1,2} terms
   share the network's classifier head."""
   config = helpers.tiny_config("dgl")
-  plan, _, _ = helpers.tiny_plan_and_state(config)
+  plan, _, _ = helpers.tiny_plan_and_state(config, normalisation=(MEAN, STD))
   plan = dataclasses.replace(
       plan, heads={**plan.heads, "c01": heads.DGLHead("cnn", 4)},
       terms=plan.terms + (LossTerm("c01", 0, 1, "c01", 0.5), LossTerm("c12", 1, 2, "final", 0.3),
@@ -157,7 +156,7 @@ class EmaCopyHead(nn.Module):
 def test_ema_copy_matches_fused():
   """Module 0's head holds an EMA copy of module 1's first block (MAN-like)."""
   config = helpers.tiny_config("dgl")
-  plan, _, _ = helpers.tiny_plan_and_state(config)
+  plan, _, _ = helpers.tiny_plan_and_state(config, normalisation=(MEAN, STD))
   source = plan.modules[1][0]
   block = plan.backbone.module(source)
   plan = dataclasses.replace(

@@ -32,16 +32,15 @@ pytestmark = pytest.mark.multi_device
 
 @functools.lru_cache(maxsize=None)
 def _setup(method="dgl"):
-  """(config, plan, tx, schedule, state, numpy batch of N); shared: callers copy the state."""
+  """(config, plan, tx, state, numpy batch of N); shared: callers copy the state."""
   config = helpers.tiny_config(method, depth=8, preset="uniform_k3")
   backbone = build_backbone(config.model, config.data.num_classes)
   plan = experiment.build_plan(config.method, backbone, splits.get_split("uniform_k3", 8),
-                            config.data.num_classes)
+                            config.data.num_classes, (MEAN, STD))
   tx = part_optimizer.PartOptimizer(optim.make_optimizer(config.optim, config.num_epochs, 10))
   state = jax.jit(lambda r: init_state(plan, tx, r, helpers.IMAGE_SHAPE))(jax.random.PRNGKey(0))
-  schedule = optim.make_schedule(config.optim, config.num_epochs, 10)
   batch = {k: np.asarray(v) for k, v in helpers.random_batch(N).items() if k != "image01"}
-  return config, plan, tx, schedule, state, batch
+  return config, plan, tx, state, batch
 
 
 def _max_diff(a, b):
@@ -66,8 +65,8 @@ def _par(groups=1, dtype=None):
 @functools.lru_cache(maxsize=None)
 def _single_device(executor):
   """Two unsharded float32 steps of greedy: (final state, [loss of each step])."""
-  config, plan, tx, schedule, state, batch = _setup("greedy")
-  single = engine.make_train_step(executor, plan, tx, schedule, MEAN, STD)
+  config, plan, tx, state, batch = _setup("greedy")
+  single = engine.make_train_step(executor, plan, tx)
   s1, losses = jax.tree.map(jnp.copy, state), []
   for _ in range(2):
     s1, m1 = single(s1, batch)
@@ -78,12 +77,11 @@ def _single_device(executor):
 @pytest.mark.parametrize("executor", ["fused", "sequential"])
 def test_sharded_step_equals_unsharded(executor):
   """Two steps on a batch sharded over 8 devices = the same steps on one device."""
-  config, plan, tx, schedule, state, batch = _setup("greedy")
+  config, plan, tx, state, batch = _setup("greedy")
   s1, losses = _single_device(executor)
 
   par = _par()
-  sharded = par.train_step(engine.make_train_step(executor, plan, tx, schedule, MEAN,
-                                                            STD))
+  sharded = par.train_step(engine.make_train_step(executor, plan, tx))
   init_fn = lambda rng: init_state(plan, tx, rng, helpers.IMAGE_SHAPE)
   if executor == "fused":  # created replicated, the same values
     s8 = par.init(init_fn, jax.random.PRNGKey(0))
@@ -109,7 +107,7 @@ def _slice_grads(plan, state, batch):
   """Per-example-mean losses: gradients, BN statistics, loss and metrics of one slice, computed
   unsharded with ordinary (one group) BatchNorm."""
   fn = jax.jit(jax.grad(lambda p, s, b: fused.plan_loss(plan, p, s, b), has_aux=True))
-  return fn(state.params, state.batch_stats, forward.with_image01(batch, MEAN, STD))
+  return fn(state.params, state.batch_stats, forward.with_image01(batch, plan.normalisation))
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +115,7 @@ def per_slice_expectation():
   """The per-device BN step computed independently: the ordinary (one group, unsharded) loss
   gradient on each device's 4 examples alone, averaged (DGL's losses are per-example means over
   equal slices), the optimizer applied to it; the running statistics of each slice, averaged."""
-  config, plan, tx, schedule, state, batch = _setup()
+  config, plan, tx, state, batch = _setup()
   outs = jax.device_get([_slice_grads(plan, state, jax.tree.map(lambda x: x[d * 4:(d + 1) * 4],
                                                                  batch)) for d in range(8)])
   mean = lambda trees: jax.tree.map(lambda *xs: np.mean(np.stack(xs), 0, dtype=np.float64)
@@ -129,17 +127,16 @@ def per_slice_expectation():
               "params": apply(grads, state.opt_state, state.params),
               "stats": {"backbone": stats["backbone"],
                         "heads": {**state.batch_stats["heads"], **stats["heads"]}}}
-  return (plan, tx, schedule, state, batch), expected
+  return (plan, tx, state, batch), expected
 
 
 @pytest.mark.parametrize("executor", ["fused", "sequential"])
 def test_per_device_bn_equals_eight_independent_slices(executor, per_slice_expectation):
   """bn_stats=per_device on 8 devices: each device's 4 examples are normalised with their own
   statistics, in the backbone and in the DGL heads."""
-  (plan, tx, schedule, state, batch), expected = per_slice_expectation
+  (plan, tx, state, batch), expected = per_slice_expectation
   par = _par(groups=8)
-  step = par.train_step(engine.make_train_step(executor, plan, tx, schedule, MEAN,
-                                                         STD))
+  step = par.train_step(engine.make_train_step(executor, plan, tx))
   new, metrics = step(jax.device_put(jax.tree.map(jnp.copy, state), par.replicate_tree(state)),
                       par.global_batch(batch))
   print(f"per_device {executor}: loss {float(metrics['loss']):.6f} vs slices "
@@ -179,9 +176,9 @@ def test_per_device_bn_needs_no_cross_device_traffic():
 def test_bf16_compute_keeps_f32_state_and_a_close_loss():
   """model.dtype=bfloat16 on 8 devices: activations bf16; parameters, BN statistics, optimizer
   state and the loss float32; the loss close to the float32 step's."""
-  config, plan, tx, schedule, state, batch = _setup("greedy")
+  config, plan, tx, state, batch = _setup("greedy")
   par = _par(dtype=jnp.bfloat16)
-  step = par.train_step(engine.make_train_step("fused", plan, tx, schedule, MEAN, STD))
+  step = par.train_step(engine.make_train_step("fused", plan, tx))
   new, metrics = step(jax.device_put(jax.tree.map(jnp.copy, state), par.replicate_tree(state)),
                       par.global_batch(batch))
   assert metrics["loss"].dtype == jnp.float32

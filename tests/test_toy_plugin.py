@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jax_local import config_validation, engine, optim, plugins
+from jax_local import config_validation, engine, plugins
 from jax_local.config_errors import ConfigError
 from jax_local.plan import FINAL_HEAD
 from jax_local.registry import Plugin
@@ -67,13 +67,12 @@ def test_unselected_option_names_the_active_method(toy):
 
 def test_toy_plugin_trains_with_both_executors(toy):
   config = helpers.tiny_config("dgl", plugin="toy")
-  plan, tx, state = helpers.tiny_plan_and_state(config)
+  plan, tx, state = helpers.tiny_plan_and_state(config, normalisation=(MEAN, STD))
   assert [t.weight for t in plan.terms] == [0.5] * (plan.num_modules - 1) + [1.0]
-  schedule = optim.make_schedule(config.optim, config.num_epochs, 10)
   batch = helpers.random_batch()
   states = {}
   for executor in ("fused", "sequential"):
-    step = engine.make_train_step(executor, plan, tx, schedule, MEAN, STD)
+    step = engine.make_train_step(executor, plan, tx)
     current = jax.tree.map(np.array, state)
     for _ in range(2):
       current, metrics = step(current, batch)

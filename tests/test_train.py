@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from jax_local import engine, optim
+from jax_local import engine
 from jax_local.data import input_pipeline
 from jax_local.engine.fused import plan_loss
 from tests import helpers
@@ -21,11 +21,11 @@ def test_loss_falls_on_fashion_mnist(method, fashion_mnist):
   config = helpers.tiny_config(method, depth=8, preset="uniform_k3")
   config.data.num_classes = 10
   config.optim.lr, config.optim.schedule = 0.05, "constant"
-  plan, tx, state = helpers.tiny_plan_and_state(config, data.image_shape)
-  schedule = optim.make_schedule(config.optim, 1, 100)
-  step = engine.make_train_step("fused", plan, tx, schedule, data.mean, data.std)
+  plan, tx, state = helpers.tiny_plan_and_state(config, data.image_shape,
+                                                normalisation=(data.mean, data.std))
+  step = engine.make_train_step("fused", plan, tx)
   probe = {"image": data.normalise(data.train_images[:256]), "label": data.train_labels[:256]}
-  probe = engine.forward.with_image01(probe, data.mean, data.std)
+  probe = engine.forward.with_image01(probe, plan.normalisation)
 
   loss_fn = jax.jit(lambda params, stats: plan_loss(plan, params, stats, probe)[0])
 

@@ -7,11 +7,11 @@ EXECUTORS = {"fused": fused.make_train_step, "sequential": sequential.make_train
              "pipelined": pipelined.make_train_step}
 
 
-def make_train_step(executor: str, plan, tx, schedule, mean, std, pipeline=None) -> Executor:
+def make_train_step(executor: str, plan, tx, pipeline=None) -> Executor:
   """(state, batch) -> (state, metrics) for `executor` in EXECUTORS; pipeline: the config's
   `pipeline` section (the pipelined executor's stages, boundaries, mode, micro-batches)."""
   if executor not in EXECUTORS:
     raise ValueError(f"config.executor={executor!r} is unknown; valid: {', '.join(EXECUTORS)}")
   if executor == "pipelined":
-    return pipelined.make_train_step(plan, tx, schedule, mean, std, pipeline)
-  return EXECUTORS[executor](plan, tx, schedule, mean, std)
+    return pipelined.make_train_step(plan, tx, pipeline)
+  return EXECUTORS[executor](plan, tx)

@@ -27,8 +27,15 @@ class Placement:
 
 
 class Executor(abc.ABC):
-  """A plan's training step: (state, batch) -> (state, metrics), metrics with "loss", "lr",
-  "grad_norm" and "<term>/<metric>" for every term; the state is donated."""
+  """A plan's training step: (state, batch) -> (state, metrics), metrics with "loss",
+  "grad_norm" and "<term>/<metric>" for every term; the state is donated.
+
+  updates_per_step: optimizer updates one step makes, which the learning-rate schedule counts
+  (step k's first update is update k·updates_per_step); the trainer logs the learning rate from
+  it (docs/design.md §3.8).
+  """
+
+  updates_per_step: int = 1
 
   @abc.abstractmethod
   def __call__(self, state, batch):

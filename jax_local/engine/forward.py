@@ -21,10 +21,13 @@ def apply_module(plan: Plan, i: int, params, stats, h, train: bool = True):
   return h, new_stats
 
 
-def with_image01(batch, mean, std):
-  """Adds the decoder target x01 = image * std + mean (docs/methods.md notation)."""
-  mean = jnp.asarray(mean, jnp.float32)
-  std = jnp.asarray(std, jnp.float32)
+def with_image01(batch, normalisation):
+  """Adds the decoder target x01 = image * std + mean (docs/methods.md notation), image
+  [N,H,W,C]; normalisation: a plan's (mean, std) per channel (`Plan.normalisation`)."""
+  if normalisation is None:
+    raise ValueError("the plan holds no input normalisation: build it with the dataset's "
+                     "(mean, std) (experiment.build_plan) to run it")
+  mean, std = (jnp.asarray(v, jnp.float32) for v in normalisation)
   return {**batch, "image01": batch["image"] * std + mean}
 
 

@@ -42,13 +42,13 @@ def plan_loss(plan: Plan, params, stats, batch, terms: Sequence[LossTerm] | None
 class FusedStep(executor.Executor):
   """One jitted step: `jax.grad` of `plan_loss`, then `apply_gradients`; the state is donated."""
 
-  def __init__(self, plan: Plan, tx: optax.GradientTransformation, schedule, mean, std):
+  def __init__(self, plan: Plan, tx: optax.GradientTransformation):
     def train_step(state, batch):
-      batch = forward.with_image01(batch, mean, std)
+      batch = forward.with_image01(batch, plan.normalisation)
       loss_fn = functools.partial(plan_loss, plan)
       grads, (new_stats, metrics) = jax.grad(loss_fn, has_aux=True)(
           state.params, state.batch_stats, batch)
-      return apply_gradients(plan, tx, schedule, state, grads, new_stats, metrics)
+      return apply_gradients(plan, tx, state, grads, new_stats, metrics)
 
     self._step = train_step
     self._jitted = jax.jit(train_step, donate_argnums=0)
@@ -75,21 +75,20 @@ class FusedStep(executor.Executor):
     return step
 
 
-def make_train_step(plan: Plan, tx: optax.GradientTransformation, schedule, mean,
-                    std) -> FusedStep:
+def make_train_step(plan: Plan, tx: optax.GradientTransformation) -> FusedStep:
   """(state, batch) -> (state, metrics); state is a `jax_local.train_state.TrainState`."""
-  return FusedStep(plan, tx, schedule, mean, std)
+  return FusedStep(plan, tx)
 
 
-def apply_gradients(plan: Plan, tx, schedule, state, grads, new_stats, metrics):
+def apply_gradients(plan: Plan, tx, state, grads, new_stats, metrics):
   """The step after the gradient: the optimizer, the EMA copies (toward their sources' pre-step
   parameters), then the end shared with the sequential executor (`step_end.finish`: BN rule,
-  step, lr and grad_norm). new_stats / metrics: the aux output of `plan_loss`. Returns (new
+  step and grad_norm). new_stats / metrics: the aux output of `plan_loss`. Returns (new
   state, metrics)."""
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = ema.ema_update(plan.ema_pairs, state.params,
                           optax.apply_updates(state.params, updates))
-  step, stats, end = step_end.finish(plan, schedule, state.step, state.batch_stats, new_stats,
+  step, stats, end = step_end.finish(plan, state.step, state.batch_stats, new_stats,
                                      (metrics["loss"],), (step_end.sumsq(grads),))
   new_state = state.replace(step=step, params=params, batch_stats=stats, opt_state=opt_state)
   return new_state, {**metrics, **end}

@@ -61,10 +61,8 @@ class StatisticsSpec:
 
 @dataclasses.dataclass(frozen=True)
 class MetricsSpec:
-  """Step counter and metrics: loss = scale·Σ losses, grad_norm = sqrt(scale·Σ sqs), lr =
-  schedule(updates·step), the learning rate of the step's first update."""
+  """Step counter and metrics: loss = scale·Σ losses, grad_norm = sqrt(scale·Σ sqs)."""
   scale: float
-  updates: int
 
 
 def _is_state(name: str) -> bool:
@@ -198,7 +196,7 @@ def build(plan: Plan, boundaries, microbatches: int, mode: str,
     logical += [(c, 0) for s in range(num_stages) for c in stage_end(s, m)]
   logical.append((sched.Call(
       "step and metrics",
-      MetricsSpec(1.0 if mode == "sync" else 1.0 / num, 1 if mode == "sync" else num),
+      MetricsSpec(1.0 if mode == "sync" else 1.0 / num),
       ("step", tuple(f"loss/stage{s}" for s in range(num_stages)),
        tuple(f"sq/stage{s}" for s in range(num_stages))), ("step", "metrics/step"), k - 1), 0))
   ordered = _wavefront(logical, stage)

@@ -45,9 +45,9 @@ def make_mesh(stages: int, devices=None) -> jax.sharding.Mesh:
                        axis_types=(AxisType.Auto,) * 2, devices=devices)
 
 
-def metrics(lr_schedule, spec: psched.MetricsSpec, step, losses, sqs):
+def metrics(spec: psched.MetricsSpec, step, losses, sqs):
   """(step + 1, metrics) of a pipelined step (`pipeline_schedule.MetricsSpec`)."""
-  step, out = step_end.step_metrics(lambda k: lr_schedule(k * spec.updates), step, losses, sqs)
+  step, out = step_end.step_metrics(step, losses, sqs)
   return step, {**out, "loss": spec.scale * out["loss"],
                 "grad_norm": jnp.sqrt(spec.scale) * out["grad_norm"]}
 
@@ -67,8 +67,8 @@ class StagePrograms(programs.Programs):
   stage, the step's metrics, and transfers to a stage's devices of `mesh` (None: no devices, for
   walks on abstract values: a transfer returns its argument)."""
 
-  def __init__(self, plan, tx, lr_schedule, mean, std, mesh: jax.sharding.Mesh | None):
-    super().__init__(plan, tx, lr_schedule, mean, std)
+  def __init__(self, plan, tx, mesh: jax.sharding.Mesh | None):
+    super().__init__(plan, tx)
     meshes = [] if mesh is None else [jax.sharding.Mesh(row, (DATA_AXIS,)) for row in mesh.devices]
 
     def transfer(spec):
@@ -82,7 +82,7 @@ class StagePrograms(programs.Programs):
         psched.MeanSpec: lambda s: jax.jit(_mean),
         psched.TransferSpec: transfer,
         psched.StatisticsSpec: lambda s: jax.jit(functools.partial(step_end.statistics, plan)),
-        psched.MetricsSpec: lambda s: jax.jit(functools.partial(metrics, lr_schedule, s)),
+        psched.MetricsSpec: lambda s: jax.jit(functools.partial(metrics, s)),
     })
     self.meshes = meshes
 
@@ -92,10 +92,11 @@ class PipelinedStep(executor.Executor):
   state's parts live on their stages' devices (and are placed there at the first call).
 
   boundaries: the first module of stages 1..S-1, or None: balanced by the FLOPs of each
-  module's programs (`stages.module_costs`, `stages.balanced`) at the first call.
+  module's programs (`stages.module_costs`, `stages.balanced`) at the first call. A step makes
+  one update per micro-batch in async mode (`updates_per_step` = M), one in sync mode.
   """
 
-  def __init__(self, plan: Plan, tx: part_optimizer.PartOptimizer, lr_schedule, mean, std,
+  def __init__(self, plan: Plan, tx: part_optimizer.PartOptimizer,
                num_stages: int = 2, boundaries=None, microbatches: int = 1, mode: str = "sync",
                devices=None, split: str = "auto"):
     if mode not in psched.MODES:
@@ -104,8 +105,8 @@ class PipelinedStep(executor.Executor):
       raise ValueError(f"pipeline.boundaries={tuple(boundaries)} gives {len(boundaries) + 1} "
                        f"stages, pipeline.stages={num_stages}")
     self._plan, self._tx, self._split = plan, tx, split
-    self._lr, self._norm = lr_schedule, (mean, std)
     self.num_stages, self.microbatches, self.mode = num_stages, microbatches, mode
+    self.updates_per_step = microbatches if mode == "async" else 1
     self.boundaries = None if boundaries is None else tuple(boundaries)
     self._devices = devices
     self.schedule = None
@@ -117,7 +118,7 @@ class PipelinedStep(executor.Executor):
     if self.schedule is not None:
       return
     if self.boundaries is None:
-      seq = sequential.SequentialStep(self._plan, self._tx, self._lr, *self._norm, self._split)
+      seq = sequential.SequentialStep(self._plan, self._tx, self._split)
       rows = jax.tree.leaves(batch)[0].shape[0] // self.microbatches
       micro = jax.tree.map(lambda x: jax.ShapeDtypeStruct((rows, *x.shape[1:]), x.dtype), batch)
       abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
@@ -148,7 +149,7 @@ class PipelinedStep(executor.Executor):
   def _stage_programs(self, mesh: jax.sharding.Mesh | None) -> StagePrograms:
     """The programs whose transfers move values to the rows of `mesh` (None: nowhere)."""
     if mesh not in self._programs:
-      self._programs[mesh] = StagePrograms(self._plan, self._tx, self._lr, *self._norm, mesh)
+      self._programs[mesh] = StagePrograms(self._plan, self._tx, mesh)
     return self._programs[mesh]
 
   def _home(self, state, batch, meshes):
@@ -224,10 +225,10 @@ class PipelinedStep(executor.Executor):
     return step
 
 
-def make_train_step(plan: Plan, tx: part_optimizer.PartOptimizer, lr_schedule, mean, std,
-                    pipeline=None, split: str = "auto") -> PipelinedStep:
+def make_train_step(plan: Plan, tx: part_optimizer.PartOptimizer, pipeline=None,
+                    split: str = "auto") -> PipelinedStep:
   """The pipelined step of a config's `pipeline` section (DEFAULTS where absent)."""
   cfg = {**DEFAULTS, **dict(pipeline or {})}
-  return PipelinedStep(plan, tx, lr_schedule, mean, std, cfg["stages"],
+  return PipelinedStep(plan, tx, cfg["stages"],
                        tuple(cfg["boundaries"]) or None, cfg["microbatches"], cfg["mode"],
                        split=split)

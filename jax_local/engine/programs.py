@@ -36,16 +36,17 @@ def _add(acc, g):
   return g if acc is None else jax.tree.map(jnp.add, acc, g)
 
 
-def unit(spec: sched.UnitSpec, mean, std, params, stats, head_params, head_stats, a, batch,
+def unit(spec: sched.UnitSpec, normalisation, params, stats, head_params, head_stats, a, batch,
          weights, coefs, acc, acc_heads):
   """Joint program of module i: a_{i+1} = E_i(sg(a_i)) under `jax.vjp`, the heads of the terms
   ending at i differentiated, module i's gradient pulled back. batch: "image", "label" [N];
-  weights: per term; coefs: per head, its loss coefficients (`coefficients.factor`).
+  weights: per term; coefs: per head, its loss coefficients (`coefficients.factor`);
+  normalisation: the plan's (mean, std) (`forward.with_image01`).
 
   Returns (acc, acc_heads, new module stats, new head stats, sg(a_{i+1}), Σ w·loss, squared
   norm of the gradients completed here, per-term metrics, cascade cotangents at a_i).
   """
-  batch = forward.with_image01(batch, mean, std)
+  batch = forward.with_image01(batch, normalisation)
   fwd = lambda p, x: _run_module(spec.blocks, p, stats, x)
 
   def heads_loss(outs, hp):   # outs[g]: the module output as seen by group g
@@ -82,12 +83,12 @@ def module_forward(spec: sched.ForwardSpec, params, stats, a):
   return sg(out), new_stats
 
 
-def head(spec: sched.HeadSpec, mean, std, head_params, head_stats, h, batch, weight, coefs,
+def head(spec: sched.HeadSpec, normalisation, head_params, head_stats, h, batch, weight, coefs,
          acc):
   """One term's head on h (a_{i+1}, or a trunk's output), with its loss coefficients `coefs`.
   Returns (acc + head gradient, new head stats, weight·loss, squared norm of acc if final,
   metrics, cotangent at h)."""
-  batch = forward.with_image01(batch, mean, std)
+  batch = forward.with_image01(batch, normalisation)
   bound = coefficients.bind(spec.head, coefs)
 
   def loss_fn(hp, h):
@@ -136,14 +137,14 @@ class Programs:
   """The compiled function of each spec: equal specs share one, and so do the updates of parts
   with one optax transformation (`part_optimizer.PartOptimizer.part_tx`)."""
 
-  def __init__(self, plan, tx: part_optimizer.PartOptimizer, schedule, mean, std):
-    mean, std = tuple(mean), tuple(std)
+  def __init__(self, plan, tx: part_optimizer.PartOptimizer):
+    norm = plan.normalisation
     self._tx = tx
     self._make: dict[type, Callable[[Any], Callable]] = {
-        sched.UnitSpec: lambda s: jax.jit(functools.partial(unit, s, mean, std),
+        sched.UnitSpec: lambda s: jax.jit(functools.partial(unit, s, norm),
                                           donate_argnums=(8, 9)),
         sched.ForwardSpec: lambda s: jax.jit(functools.partial(module_forward, s)),
-        sched.HeadSpec: lambda s: jax.jit(functools.partial(head, s, mean, std),
+        sched.HeadSpec: lambda s: jax.jit(functools.partial(head, s, norm),
                                           donate_argnums=6),
         sched.TrunkForwardSpec: lambda s: jax.jit(functools.partial(trunk_forward, s)),
         sched.TrunkBackSpec: lambda s: jax.jit(functools.partial(trunk_back, s),
@@ -153,7 +154,7 @@ class Programs:
         sched.EmaSpec: lambda s: jax.jit(ema.average, static_argnums=2, donate_argnums=0),
         sched.UpdateSpec: lambda s: jax.jit(functools.partial(part_optimizer.apply_part, s),
                                             donate_argnums=(1, 2)),
-        sched.FinishSpec: lambda s: jax.jit(functools.partial(step_end.finish, plan, schedule),
+        sched.FinishSpec: lambda s: jax.jit(functools.partial(step_end.finish, plan),
                                             donate_argnums=1),
     }
     self._compiled: dict[Any, Callable] = {}

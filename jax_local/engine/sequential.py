@@ -61,14 +61,13 @@ def step_results(schedule: sched.Schedule, state, env: dict[str, Any]):
 class SequentialStep(executor.Executor):
   """(state, batch) -> (state, metrics), with the fused executor's contract and metric keys."""
 
-  def __init__(self, plan: Plan, tx: part_optimizer.PartOptimizer, schedule, mean, std,
-               split: str = "auto"):
+  def __init__(self, plan: Plan, tx: part_optimizer.PartOptimizer, split: str = "auto"):
     if not isinstance(tx, part_optimizer.PartOptimizer):
       raise TypeError("the sequential executor updates the parameters part by part: pass "
                       "part_optimizer.PartOptimizer(tx, plan.ema_pairs), not a bare optax "
                       f"transformation ({type(tx).__name__})")
     self.schedule = sched.build(plan, split)
-    self.programs = programs.Programs(plan, tx, schedule, mean, std)
+    self.programs = programs.Programs(plan, tx)
     self._dead = self.schedule.dead_after()
 
   def run(self, state, batch, call: Callable[..., Any] = execute, stop: int | None = None):
@@ -116,7 +115,7 @@ class SequentialStep(executor.Executor):
     return lambda state, batch: self.run(state, batch, call)
 
 
-def make_train_step(plan: Plan, tx: part_optimizer.PartOptimizer, schedule, mean, std,
+def make_train_step(plan: Plan, tx: part_optimizer.PartOptimizer,
                     split: str = "auto") -> SequentialStep:
   """(state, batch) -> (state, metrics); state is a `jax_local.train_state.TrainState`."""
-  return SequentialStep(plan, tx, schedule, mean, std, split)
+  return SequentialStep(plan, tx, split)

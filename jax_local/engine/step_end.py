@@ -1,5 +1,6 @@
 """The end of a training step, shared by the executors: the BatchNorm rule, the step counter
-and the step's metrics (docs/design.md §3.3, §3.5, §3.6).
+and the step's metrics (docs/design.md §3.3, §3.5, §3.6). The learning rate is not among them:
+the trainer logs it from the schedule (docs/design.md §3.8).
 
 The fused executor reaches it with its whole-tree gradient, the sequential one with the
 per-program pieces it gathered; both then give the same statistics and metrics.
@@ -27,17 +28,15 @@ def statistics(plan, stats, new_stats):
           "heads": {**stats["heads"], **new_stats["heads"]}}
 
 
-def step_metrics(schedule, step, losses, sqs):
-  """(step + 1, metrics): "loss" = Σ losses, "lr" = schedule(step), "grad_norm" = sqrt(Σ sqs).
-  losses: the step's Σ weight·loss in pieces; sqs: squared norms of the gradient in pieces."""
+def step_metrics(step, losses, sqs):
+  """(step + 1, metrics): "loss" = Σ losses, "grad_norm" = sqrt(Σ sqs). losses: the step's
+  Σ weight·loss in pieces; sqs: squared norms of the gradient in pieces."""
   zero = jnp.zeros((), jnp.float32)
-  metrics = {"loss": sum(losses, zero), "lr": schedule(step),
-             "grad_norm": jnp.sqrt(sum(sqs, zero))}
-  return step + 1, metrics
+  return step + 1, {"loss": sum(losses, zero), "grad_norm": jnp.sqrt(sum(sqs, zero))}
 
 
-def finish(plan, schedule, step, stats, new_stats, losses, sqs):
+def finish(plan, step, stats, new_stats, losses, sqs):
   """(step + 1, statistics, metrics) after a step's gradients: `statistics` and
   `step_metrics`."""
-  step, metrics = step_metrics(schedule, step, losses, sqs)
+  step, metrics = step_metrics(step, losses, sqs)
   return step, statistics(plan, stats, new_stats), metrics
