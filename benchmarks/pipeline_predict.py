@@ -252,8 +252,9 @@ def check(name: str):
             f"{i}: {a * 1e3:.0f}, {b * 1e3:.1f}, {costs.nbytes[f'act/{i}'] / 1e6:.2f}"
             for i, (a, b) in enumerate(zip(t, u))) + ".\n")
   print("| pipelined executor | cut before | measured img/s | predicted (seconds) | error | "
-        "predicted (FLOPs at the CPU rate) | error | cores busy: measured | model |\n"
-        "|---|---|---|---|---|---|---|---|---|")
+        "predicted (FLOPs at the CPU rate) | error | cores busy: measured | model | "
+        "predicted at the measured cores | error |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|")
   seconds = (costs.seconds, costs.at_rate(cpu_rate))
   rates = {}
   for (num, mode), step in variants.items():
@@ -264,13 +265,16 @@ def check(name: str):
     rates[num, mode] = [n * FLAGS.steps / best[num, mode]] + [n * FLAGS.steps / r.end
                                                               for r in runs]
     meas, pred, pred_f = rates[num, mode]
+    model_cores = sum(runs[0].busy) / runs[0].end
+    # the same work on the cores the process got: predicted x measured cores / model cores
+    pred_c = pred * cores[num, mode] / model_cores
     print(f"| S = {num} {mode} | {_cuts(step.boundaries)} | {meas:.1f} | {pred:.1f} | "
           f"{pred / meas - 1:+.0%} | {pred_f:.1f} | {pred_f / meas - 1:+.0%} | "
-          f"{cores[num, mode]:.2f} | {sum(runs[0].busy) / runs[0].end:.2f} |")
+          f"{cores[num, mode]:.2f} | {model_cores:.2f} | {pred_c:.1f} | {pred_c / meas - 1:+.0%} |")
   for mode in psched.MODES:
     meas, pred, pred_f = (a / b for a, b in zip(rates[2, mode], rates[1, "sync"]))
     print(f"| speed-up S = 2 {mode} / S = 1 sync | | {meas:.2f} | {pred:.2f} | "
-          f"{pred / meas - 1:+.0%} | {pred_f:.2f} | {pred_f / meas - 1:+.0%} | | |")
+          f"{pred / meas - 1:+.0%} | {pred_f:.2f} | {pred_f / meas - 1:+.0%} | | | | |")
   print(f"\nBest of {FLAGS.rounds} rounds of {FLAGS.steps} steps; the model runs the same "
         f"{FLAGS.steps} steps from idle with h = {dispatch * 1e6:.0f} µs per call and copies at "
         f"{FLAGS.check_bandwidth:g} GB/s.\n")
