@@ -31,6 +31,8 @@ flags.DEFINE_integer("rounds", 3, "Timed rounds per variant (the best one counts
 flags.DEFINE_integer("microbatches", 8, "M of the pipelined executor.")
 flags.DEFINE_list("configs", ["cifar10_r32_k16_dgl", "cifar10_r32_k16_infopro"],
                   "configs/cifar.py cell names.")
+flags.DEFINE_list("variants", [], "Only these variants (names as printed; default: all). "
+                  "The sequential executor always runs: the ratios are to it.")
 flags.DEFINE_bool("pin", True, "One compute thread per emulated device.")
 flags.DEFINE_integer("depth", 0, "If > 0, overrides the depth and uses split preset "
                      "`preset` (tiny smoke runs).")
@@ -63,7 +65,7 @@ from jax_local.train_state import init_state  # noqa: E402
 
 def concurrency():
   """(alone on device 0, alone on device 1, both together) in seconds, best of 3."""
-  loop = jax.jit(lambda x: jax.lax.fori_loop(0, 40, lambda i, y: jnp.tanh(y @ y), x))
+  loop = jax.jit(lambda x: jax.lax.fori_loop(0, 400, lambda i, y: jnp.tanh(y @ y), x))  # ~0.5 s
   xs = [jax.device_put(jnp.full((384, 384), 0.01), d) for d in jax.devices()[:2]]
   jax.block_until_ready([loop(x) for x in xs])
 
@@ -103,7 +105,13 @@ def throughput(name):
       f"pipelined sync M={m}": (pipelined.PipelinedStep(s.plan, s.tx, 2, None, m, "sync"),
                                 s.plan, s.tx),
       f"pipelined async M={m}": (pipelined.PipelinedStep(s.plan, s.tx, 2, None, m, "async"),
-                                 s.plan, s.tx)}
+                                 s.plan, s.tx),
+      f"pipelined sync M={m}, 1 stage": (pipelined.PipelinedStep(s.plan, s.tx, 1, None, m, "sync"),
+                                         s.plan, s.tx),
+      f"pipelined async M={m}, 1 stage": (pipelined.PipelinedStep(s.plan, s.tx, 1, None, m,
+                                                                  "async"), s.plan, s.tx)}
+  if FLAGS.variants:
+    variants = {v: x for v, x in variants.items() if v in FLAGS.variants or v == "sequential"}
   states = {}
   for v, (step, plan, tx) in variants.items():
     state = jax.device_put(init_state(plan, tx, jax.random.PRNGKey(0), s.image_shape), d0)
@@ -118,7 +126,8 @@ def throughput(name):
       jax.block_until_ready((state, metrics))
       best[v] = min(best[v], time.perf_counter() - t)
       states[v] = state
-  bounds = variants[f"pipelined sync M={m}"][0].boundaries
+  bounds = next((step.boundaries for step, _, _ in variants.values()
+                 if getattr(step, "num_stages", 1) == 2), None)
   return {v: n * FLAGS.steps / t for v, t in best.items()}, bounds, s.plan.num_modules
 
 
