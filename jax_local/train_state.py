@@ -68,4 +68,4 @@ def _init_state(plan, tx, rng, image_shape, batch_size):
         jax.random.fold_in(rng, 1000 + k), h, batch)
   params = copies.init_copies(plan, params)  # copies declared copy_of_target start as their source
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=stats,
-                    opt_state=tx.init(params))
+                    opt_state=jax.jit(tx.init)(params))   # one program, not one per leaf shape

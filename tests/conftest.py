@@ -48,20 +48,30 @@ def fashion_mnist(tmp_path_factory):
   return input_pipeline.build_dataset(c, seed=0)
 
 
-@pytest.fixture(autouse=True)
-def fast_compile(request):
+@pytest.fixture(scope="session", autouse=True)
+def fast_compile():
   """XLA with most optimisations off (cheaper CPU compiles, as flax's train_test.py does;
-  docs/jax_notes.md §11), except for tests marked `pytest.mark.full_optimisation`: those that
-  assert compiled memory sizes, which depend on the optimisations. Numerics are unchanged up to
-  float rounding."""
-  if request.node.get_closest_marker("full_optimisation"):
-    yield
-    return
+  docs/jax_notes.md §11) for the whole session, so that module- and session-scoped fixtures
+  (trained runs, shared steps) compile cheaply too. Numerics are unchanged up to float rounding.
+  Tests marked `full_optimisation` compile as users do (`full_optimisation` below)."""
   import jax
   old = jax.config.read("jax_disable_most_optimizations")
   jax.config.update("jax_disable_most_optimizations", True)
   yield
   jax.config.update("jax_disable_most_optimizations", old)
+
+
+@pytest.fixture(autouse=True)
+def full_optimisation(request):
+  """Every optimisation on for tests marked `pytest.mark.full_optimisation`: those that assert
+  compiled memory sizes, which depend on the optimisations."""
+  if not request.node.get_closest_marker("full_optimisation"):
+    yield
+    return
+  import jax
+  jax.config.update("jax_disable_most_optimizations", False)
+  yield
+  jax.config.update("jax_disable_most_optimizations", True)
 
 
 @pytest.fixture(autouse=True)

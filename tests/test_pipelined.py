@@ -6,6 +6,8 @@ falling on real Fashion-MNIST in async mode.
 
 Tolerance as tests/test_sequential.py (same programs; the pipeline sums losses per stage first).
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,7 +33,9 @@ def _allclose(a, b):
     np.testing.assert_allclose(x, y, **TOL)
 
 
+@jax.jit
 def _copy(tree):
+  """A copy of `tree` in new buffers (steps donate their state), as one program."""
   return jax.tree.map(jnp.copy, tree)
 
 
@@ -57,14 +61,15 @@ def _sync_reference(plan, tx, state, batch, count):
   the update (`fused.apply_gradients`)."""
   seq = sequential.SequentialStep(plan, tx)
   pieces = [seq.gradients(_copy(state), jax.device_put(b)) for b in _halves(batch, count)]
-  mean = lambda trees: jax.tree.map(lambda *xs: sum(xs[1:], xs[0]) / len(xs), *trees)
+  mean = jax.jit(lambda trees: jax.tree.map(lambda *xs: sum(xs[1:], xs[0]) / len(xs), *trees))
   grads, new_stats = mean([g for g, _ in pieces]), mean([s for _, s in pieces])
   start = next(k for k, c in enumerate(seq.schedule.calls)
                if isinstance(c.program, schedule.UpdateSpec))
   loss = sum(v for b in _halves(batch, count)
              for n, v in seq.run(_copy(state), jax.device_put(b), stop=start).items()
              if n.startswith("loss/")) / count
-  return fused.apply_gradients(plan, tx, _copy(state), grads, new_stats, {"loss": loss})
+  update = jax.jit(functools.partial(fused.apply_gradients, plan, tx))
+  return update(_copy(state), grads, new_stats, {"loss": loss})
 
 
 def _check_sync(plan, tx, state, boundaries, count):

@@ -14,7 +14,7 @@ from jax_local import experiment, optim, part_optimizer, splits
 from jax_local.models import build_backbone
 from jax_local.train_state import init_state
 from tests import helpers
-from tests.test_plugins_routing import _get, build, fast, plugin_config
+from tests.test_plugins_routing import _get, build, plugin_config
 
 
 NORM = ((0.5,) * 3, (0.5,) * 3)
@@ -45,7 +45,7 @@ def test_man_ema_rule_and_optimizer_state():
   assert [q for q in opt_paths if "/lb/" in q], "the trainable LB copies need optimizer state"
 
   batch = helpers.random_batch()
-  step = fast(fused.make_train_step(plan, tx), state, batch)
+  step = fused.make_train_step(plan, tx)
   expected = {p.head: jax.device_get(_get(state.params["heads"], (p.head, "ema"))) for p in pairs}
   for _ in range(3):
     pre = jax.device_get(state.params)
@@ -71,7 +71,7 @@ def test_lam_last_only_and_copy_of_target():
       jax.tree.map(np.testing.assert_array_equal, init["heads"][head][copy],
                    init["backbone"][source])
   batch = helpers.random_batch()
-  step = fast(fused.make_train_step(plan, tx), state, batch)
+  step = fused.make_train_step(plan, tx)
   for _ in range(2):
     state, _ = step(state, batch)
   post = jax.device_get(state.params)

@@ -6,7 +6,6 @@ import pytest
 
 from jax_local import heads as H
 from jax_local.plugins import pff
-from tests.test_plugins_routing import fast
 
 
 @pytest.mark.parametrize("shape,grid", [((2, 8, 8, 3), (2, 2)), ((2, 7, 7, 1), (2, 2)),
@@ -46,14 +45,13 @@ def _loss_fn(head):
 def test_vmap_scan_unrolled_same_loss_grads_and_stats():
   batch = _batch(8, 16)
   h = jax.random.normal(jax.random.PRNGKey(3), (8, 8, 8, 16))
-  v = fast(jax.jit(lambda h, b: _head("vmap").init(jax.random.PRNGKey(1), h, b, True)), h, batch)(
-      h, batch)
+  v = jax.jit(lambda h, b: _head("vmap").init(jax.random.PRNGKey(1), h, b, True))(h, batch)
   assert set(v["params"]) == {"patch_net"}
   out = {}
   for loop in pff.LOOPS:
     f = jax.jit(jax.value_and_grad(_loss_fn(_head(loop)), (0, 2), has_aux=True))
     args = (v["params"], v["batch_stats"], h, batch)
-    (loss, (metrics, stats)), grads = fast(f, *args)(*args)
+    (loss, (metrics, stats)), grads = f(*args)
     out[loop] = (loss, metrics, stats, grads)
   ref = out["vmap"]
   assert float(ref[0]) > 0 and set(ref[1]) >= {"loss", "bce", "ce", "accuracy"}
@@ -75,10 +73,10 @@ def test_quadrant_decoders_own_weights_summed_bce():
   batch = _batch(2, 8)
   h = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 4, 16))
   head = pff.QuadrantDecoderHead(lambda_rec=2.0)
-  v = fast(jax.jit(lambda h, b: head.init(jax.random.PRNGKey(0), h, b, True)), h, batch)(h, batch)
+  v = jax.jit(lambda h, b: head.init(jax.random.PRNGKey(0), h, b, True))(h, batch)
   assert sorted(v["params"]) == [f"decoder_q{q}" for q in range(4)]
   apply = jax.jit(lambda v, h, b: head.apply(v, h, b, True, mutable=["batch_stats"]))
-  (loss, m), _ = fast(apply, v, h, batch)(v, h, batch)
+  (loss, m), _ = apply(v, h, batch)
 
   def by_hand(v, h, target):
     bces = []
@@ -89,7 +87,7 @@ def test_quadrant_decoders_own_weights_summed_bce():
       bces.append(jnp.mean(jnp.maximum(z, 0) - z * tq + jnp.log1p(jnp.exp(-jnp.abs(z)))))
     return bces
 
-  bces = fast(jax.jit(by_hand), v, h, batch["image01"])(v, h, batch["image01"])
+  bces = jax.jit(by_hand)(v, h, batch["image01"])
   np.testing.assert_allclose(m["bce"], sum(bces), rtol=1e-5)
   np.testing.assert_allclose(loss, 2.0 * sum(bces), rtol=1e-5)
 

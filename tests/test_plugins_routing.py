@@ -15,21 +15,9 @@ from jax_local import config_validation, experiment, optim, part_optimizer, spli
 from jax_local.engine.fused import plan_loss
 from jax_local.models import build_backbone
 from jax_local.models.cifar_resnet import BasicBlock
-from jax_local.plugins import copies
 from jax_local.plugins.copies import BlockSpec, apply_copy
 from jax_local.train_state import init_state
 from tests import helpers
-
-
-FAST = {"xla_backend_optimization_level": 0}  # LLVM optimisations off: ~2x faster CPU compiles
-
-
-def fast(jitted, *args):
-  """`jitted` (a jitted function, or the fused executor's step, which lowers to a list of one
-  program) compiled for `args` with FAST options; call the result with the same args."""
-  lowered = jitted.lower(*args)
-  (lowered,) = lowered if isinstance(lowered, list) else [lowered]
-  return lowered.compile(compiler_options=FAST)
 
 
 def plugin_config(base, plugin, depth=8, preset="blocks_stem", **fields):
@@ -52,7 +40,8 @@ def plugin_config(base, plugin, depth=8, preset="blocks_stem", **fields):
 
 
 def build(config, image_shape=helpers.IMAGE_SHAPE, steps_per_epoch=10, normalisation=None):
-  """(plan, tx, state): a jitted init_state, then copy_of_target copies set by init_copies."""
+  """(plan, tx, state) of a tiny config, initialised by `init_state` (copy_of_target copies
+  equal their sources)."""
   backbone = build_backbone(config.model, config.data.num_classes)
   split = splits.get_split(config.split.preset, config.model.depth)
   config_validation.validate_method(config.method, split)
@@ -60,15 +49,7 @@ def build(config, image_shape=helpers.IMAGE_SHAPE, steps_per_epoch=10, normalisa
                                normalisation)
   tx = part_optimizer.PartOptimizer(
       optim.make_optimizer(config.optim, config.num_epochs, steps_per_epoch), plan.ema_pairs)
-
-  @jax.jit
-  def init(rng):
-    state = init_state(plan, tx, rng, image_shape)
-    params = copies.init_copies(plan, state.params)
-    return state.replace(params=params, opt_state=tx.init(params))
-
-  rng = jax.random.key(0, impl="unsafe_rbg")  # rbg keys: 3x faster to compile than threefry
-  return plan, tx, fast(init, rng)(rng)
+  return plan, tx, init_state(plan, tx, jax.random.PRNGKey(0), image_shape)
 
 
 def _get(tree, path):
@@ -87,7 +68,7 @@ def per_term_grads(plan, state, batch):
   def fn(params):
     loss = lambda p, term: plan_loss(plan, p, state.batch_stats, batch, [term])[0]
     return {t.name: jax.grad(loss)(params, t) for t in plan.terms}
-  return fast(jax.jit(fn), state.params)(state.params)
+  return jax.jit(fn)(state.params)
 
 
 def check_routing(plan, grads):
