@@ -4,9 +4,14 @@ the mean of their new BatchNorm statistics (ghost BatchNorm), one update; async 
 step per micro-batch. Also: the placement of modules on stages, the config errors, and the loss
 falling on real Fashion-MNIST in async mode.
 
+Also: each stage's part of the schedule (`pipeline_schedule.process_schedule`) run on its own
+gives the same step.
+
 Tolerance as tests/test_sequential.py (same programs; the pipeline sums losses per stage first).
 """
 import functools
+import queue
+from concurrent import futures
 
 import jax
 import jax.numpy as jnp
@@ -133,6 +138,50 @@ def test_sync_plugins_across_stages(base, plugin):
     assert any(s.startswith("send ct/") and s.endswith("to stage 0") for s in sends)
   else:
     assert any(s.startswith("send params/backbone/") for s in sends)
+
+
+@pytest.mark.parametrize("base,plugin,bounds,mode", [("dgl", "none", (1,), "sync"),
+                                                     ("predsim", "man", (2,), "async")])
+def test_process_schedules_make_the_pipelined_step(base, plugin, bounds, mode):
+  """Each stage's `pipeline_schedule.process_schedule` run by a thread of its own with its own
+  programs, as a process per stage runs it (benchmarks/pipeline_processes.py): a send puts its
+  value on the reader's device and on a queue per direction, a receive takes it from there.
+  Together the stages give the pipelined step's state and metrics; MAN's cut sends the source
+  block's parameters from stage 1 back to stage 0 after every micro-batch (async)."""
+  plan, tx, state = _setup(base, plugin)
+  batch = helpers.random_batch()
+  step = pipelined.PipelinedStep(plan, tx, 2, bounds, 2, mode)
+  want, want_metrics = step(_copy(state), batch)
+  stage = stages.stage_of(bounds, plan.num_modules)
+  procs = [pipeline_schedule.process_schedule(step.schedule, stage, s) for s in range(2)]
+  own = lambda calls: [c for c in calls if not isinstance(c.program, (
+      pipeline_schedule.SendSpec, pipeline_schedule.ReceiveSpec, pipeline_schedule.TransferSpec))]
+  assert sorted(c.label for p in procs for c in own(p.calls)) == sorted(
+      c.label for c in own(step.schedule.calls))
+  sends = {s: [c.label for c in p.calls if isinstance(c.program, pipeline_schedule.SendSpec)]
+           for s, p in enumerate(procs)}
+  receives = {s: [c.label for c in p.calls if isinstance(c.program, pipeline_schedule.ReceiveSpec)]
+              for s, p in enumerate(procs)}
+  assert sends[0] == receives[1] and sends[1] == receives[0] and sends[0]
+  assert bool(sends[1]) == (plugin == "man")
+  devices = jax.devices()[:2]
+  queues = {(0, 1): queue.Queue(), (1, 0): queue.Queue()}
+
+  def run(s):
+    table = pipelined.StagePrograms(
+        plan, tx, None, send=lambda to, x: queues[s, to].put(jax.device_put(x, devices[to])),
+        receive=lambda source, batched: queues[source, s].get(timeout=120))
+    env = sequential.step_inputs(procs[s], jax.device_put(_copy(state), devices[s]),
+                                 jax.device_put(batch, devices[s]))
+    sequential.run_calls(procs[s].calls, procs[s].dead_after(), table, env, sequential.execute)
+    return sequential.step_results(procs[s], state, env)
+
+  with futures.ThreadPoolExecutor(2) as pool:
+    (new0, metrics0), (new1, metrics1) = pool.map(run, range(2))
+  merged = {f: {top: {**getattr(new0, f)[top], **getattr(new1, f)[top]}
+                for top in ("backbone", "heads")} for f in ("params", "opt_state", "batch_stats")}
+  _allclose((merged, new1.step, {**metrics0, **metrics1}),
+            ({f: getattr(want, f) for f in merged}, want.step, want_metrics))
 
 
 @pytest.mark.parametrize("bn_stats", ["global", "per_device"])

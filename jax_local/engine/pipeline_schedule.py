@@ -55,6 +55,22 @@ class TransferSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class SendSpec:
+  """A transfer's half in the process of the stage that holds its argument, when each stage runs
+  in a process of its own (`process_schedule`): sends the argument to stage `stage`'s process;
+  no outputs."""
+  stage: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ReceiveSpec:
+  """A transfer's other half, in the process of the stage that reads the copy: no arguments;
+  its output is the value stage `source`'s process sent (sharded along `data` if `batched`)."""
+  source: int
+  batched: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class StatisticsSpec:
   """The BatchNorm rule on one stage's parts (`step_end.statistics`)."""
 
@@ -221,6 +237,41 @@ def holders(schedule: sched.Schedule, stage) -> dict[str, int]:
   for c in schedule.calls:
     out.update((n, stage[c.module]) for n in sched.names(c.outputs))
   return out
+
+
+def process_schedule(schedule: sched.Schedule, stage, s: int) -> sched.Schedule:
+  """What stage s runs of a pipelined schedule when every stage runs in a process of its own
+  (stage: per module, from `stages.stage_of`): the calls of stage s in the schedule's order, a
+  transfer as a SendSpec call in the process that holds its argument (`holders`) and as a
+  ReceiveSpec call in the process that reads the copy. Inputs and results are the names stage s
+  holds (and the batch, bound everywhere and read on stage 0), so `sequential.step_inputs`,
+  `run_calls` (with this schedule's `dead_after`) and `step_results` run it as they run the
+  whole schedule, giving stage s's parts of the new state and the metrics written on stage s.
+  Two processes meet the transfers between them in one order (that of `schedule`), so one FIFO
+  channel per direction carries them; with sends that do not wait for the reader, a receive
+  waits for its sender to reach that transfer, which needs only transfers earlier in that order:
+  the processes cannot deadlock. benchmarks/pipeline_processes.py."""
+  hold = holders(schedule, stage)
+  calls = []
+  for c in schedule.calls:
+    if isinstance(c.program, TransferSpec):
+      (name,) = c.args
+      if hold[name] == s:
+        calls.append(dataclasses.replace(c, program=SendSpec(c.program.stage), outputs=None))
+      elif c.program.stage == s:
+        calls.append(dataclasses.replace(
+            c, program=ReceiveSpec(hold[name], c.program.batched), args=()))
+    elif stage[c.module] == s:
+      calls.append(c)
+  mine = lambda n: n == "batch" or hold[n] == s
+
+  def keep(tree):
+    return {k: keep(v) if isinstance(v, dict) else v for k, v in tree.items()
+            if isinstance(v, dict) or mine(v)}
+
+  results = {"state": keep(schedule.results["state"]),
+             "metrics": {p: n for p, n in schedule.results["metrics"].items() if mine(n)}}
+  return sched.Schedule(tuple(calls), tuple(n for n in schedule.inputs if mine(n)), results)
 
 
 def _wavefront(logical, stage):

@@ -65,9 +65,13 @@ def _mean(*trees):
 class StagePrograms(programs.Programs):
   """The sequential executor's programs plus the pipeline's: slices, means, the statistics of a
   stage, the step's metrics, and transfers to a stage's devices of `mesh` (None: no devices, for
-  walks on abstract values: a transfer returns its argument)."""
+  walks on abstract values: a transfer returns its argument). `send(stage, value)` and
+  `receive(source, batched) -> value` run the halves of a transfer when each stage runs in a
+  process of its own (`pipeline_schedule.process_schedule`, benchmarks/pipeline_processes.py)."""
 
-  def __init__(self, plan, tx, mesh: jax.sharding.Mesh | None):
+  def __init__(self, plan, tx, mesh: jax.sharding.Mesh | None,
+               send: Callable[[int, Any], Any] | None = None,
+               receive: Callable[[int, bool], Any] | None = None):
     super().__init__(plan, tx)
     meshes = [] if mesh is None else [jax.sharding.Mesh(row, (DATA_AXIS,)) for row in mesh.devices]
 
@@ -83,6 +87,8 @@ class StagePrograms(programs.Programs):
         psched.TransferSpec: transfer,
         psched.StatisticsSpec: lambda s: jax.jit(functools.partial(step_end.statistics, plan)),
         psched.MetricsSpec: lambda s: jax.jit(functools.partial(metrics, s)),
+        psched.SendSpec: lambda s: functools.partial(send, s.stage),
+        psched.ReceiveSpec: lambda s: functools.partial(receive, s.source, s.batched),
     })
     self.meshes = meshes
 
