@@ -156,14 +156,14 @@ def _train_and_evaluate(config, workdir, return_state, mock_examples, devices, t
       if dropped:
         LOG.info("dropped %d metric records of steps after %d, logged by the previous launch "
                  "past its last checkpoint", dropped, start)
-    if start and saved_config is not None:
-      _warn_changed_horizon(saved_config, config, schedule, start)
     before = history[-1] if history else {}  # what the launches before this one counted
     _save_config(workdir, config_dict, bool(changes), start)
 
     executor = engine.make_train_step(config.executor, plan, tx, config.get("pipeline"))
     train_step = par.train_step(executor)
     learning_rate = step_learning_rate(schedule, executor.updates_per_step)
+    if start and saved_config is not None:
+      _warn_changed_horizon(saved_config, config, learning_rate, start)
     total_steps = steps_per_epoch * config.num_epochs
     guard = divergence.Guard(
         config.get("on_nonfinite", "stop"),
@@ -210,9 +210,11 @@ def step_learning_rate(schedule, updates_per_step: int):
   return lambda k: jitted(np.int32(k))
 
 
-def _warn_changed_horizon(saved: dict, config, schedule, start: int):
+def _warn_changed_horizon(saved: dict, config, learning_rate, start: int):
   """One warning when a resumed run changed num_epochs: the schedule is a function of the whole
-  run's length, so the learning rate from `start` on follows the new length's schedule."""
+  run's length, so the learning rate from `start` on follows the new length's schedule.
+  learning_rate: step -> its rate (`step_learning_rate`), so that the rate printed is step
+  `start`'s whatever the updates per step."""
   old = saved.get("num_epochs")
   if old is None or old == config.num_epochs:
     return
@@ -221,7 +223,7 @@ def _warn_changed_horizon(saved: dict, config, schedule, start: int):
       "the whole run, so from step %d on it follows the schedule of a %d-epoch run (lr %.4g "
       "now) instead of continuing the %s-epoch one; relaunch with --config.num_epochs=%s to "
       "keep the original horizon", old, config.num_epochs, start, config.num_epochs,
-      float(schedule(start)), old, old)
+      float(learning_rate(start)), old, old)
 
 
 class BestCheckpoint:
