@@ -76,6 +76,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 sys.path.insert(0, ".")
+from benchmarks import timing  # noqa: E402
 from configs import cifar  # noqa: E402
 from jax_local import memory  # noqa: E402
 from jax_local.engine import pipelined, sequential, stages  # noqa: E402
@@ -413,13 +414,8 @@ def throughput(name):
         if elapsed < best[v]:
           best[v], counters[v] = elapsed, [r[1] for r in replies]
       for v, step in local.items():
-        state = states[v]
-        t = time.perf_counter()
-        for _ in range(FLAGS.steps):
-          state, metrics = step(state, batch)
-        jax.block_until_ready((state, metrics))
-        best[v] = min(best[v], time.perf_counter() - t)
-        states[v] = state
+        seconds, states[v] = timing.timed_steps(step, states[v], batch, FLAGS.steps)
+        best[v] = min(best[v], seconds)
   finally:
     procs.close()
   return {v: n * FLAGS.steps / t for v, t in best.items()}, counters, bounds, s.plan.num_modules

@@ -10,7 +10,9 @@ thread and two devices are two workers. Three parts, printed as Markdown:
 
 1. Concurrency: one jitted loop of matrix products per device, timed alone on device 0, alone
    on device 1, and both dispatched together (ratio together / alone: 1 = the devices run at
-   once, 2 = one after the other).
+   once, 2 = one after the other). For comparison, the same loop in NumPy (one BLAS thread) as
+   one process alone and as two processes started together: what the cores give two workers
+   that share no runtime.
 2. Threads: the BP step's time on one device, to compare with a run without the pinning flags
    (`--pin=false`), which lets XLA:CPU use every core for one program.
 3. Throughput per config (random CIFAR-10-shaped data): BP (fused executor on the BP plan) and
@@ -51,12 +53,14 @@ def _flags_from_argv():
 
 _flags_from_argv()
 
+import subprocess  # noqa: E402
 import time  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 sys.path.insert(0, ".")
+from benchmarks import timing  # noqa: E402
 from configs import cifar  # noqa: E402
 from jax_local import memory  # noqa: E402
 from jax_local.engine import fused, pipelined, sequential  # noqa: E402
@@ -79,6 +83,44 @@ def concurrency():
 
   return (best(lambda: loop(xs[0])), best(lambda: loop(xs[1])),
           best(lambda: [loop(x) for x in xs]))
+
+
+# The concurrency loop in NumPy, one BLAS thread; prints its best time of 3 in seconds.
+NUMPY_LOOP = """
+import time
+import numpy as np
+a = np.full((384, 384), 0.01, np.float32)
+def run():
+  y = a
+  for _ in range(400):
+    y = np.tanh(y @ y)
+best = float("inf")
+run()
+for _ in range(3):
+  t = time.perf_counter()
+  run()
+  best = min(best, time.perf_counter() - t)
+print(best)
+"""
+
+
+def numpy_processes():
+  """(alone, together): NUMPY_LOOP's time in one process, and the slower of two processes
+  started together."""
+  env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+         "MKL_NUM_THREADS": "1"}
+
+  def start():
+    return subprocess.Popen([sys.executable, "-c", NUMPY_LOOP], env=env, stdout=subprocess.PIPE,
+                            text=True)
+
+  def seconds(proc):
+    out, _ = proc.communicate()
+    return float(out.split()[-1])
+
+  alone = seconds(start())
+  pair = [start(), start()]
+  return alone, max(seconds(p) for p in pair)
 
 
 def _config(name):
@@ -119,13 +161,8 @@ def throughput(name):
   best = {v: float("inf") for v in variants}
   for _ in range(FLAGS.rounds):
     for v, (step, _, _) in variants.items():
-      state = states[v]
-      t = time.perf_counter()
-      for _ in range(FLAGS.steps):
-        state, metrics = step(state, batch)
-      jax.block_until_ready((state, metrics))
-      best[v] = min(best[v], time.perf_counter() - t)
-      states[v] = state
+      seconds, states[v] = timing.timed_steps(step, states[v], batch, FLAGS.steps)
+      best[v] = min(best[v], seconds)
   bounds = next((step.boundaries for step, _, _ in variants.values()
                  if getattr(step, "num_stages", 1) == 2), None)
   return {v: n * FLAGS.steps / t for v, t in best.items()}, bounds, s.plan.num_modules
@@ -137,7 +174,10 @@ def main(_):
   a0, a1, both = concurrency()
   print("| loop | s |\n|---|---|\n"
         f"| device 0 alone | {a0:.3f} |\n| device 1 alone | {a1:.3f} |\n"
-        f"| both together | {both:.3f} (ratio to alone {both / max(a0, a1):.2f}) |\n")
+        f"| both together | {both:.3f} (ratio to alone {both / max(a0, a1):.2f}) |")
+  alone, together = numpy_processes()
+  print(f"| NumPy, one process | {alone:.3f} |\n| NumPy, two processes together | "
+        f"{together:.3f} (ratio to alone {together / alone:.2f}) |\n")
   for name in FLAGS.configs:
     rates, bounds, k = throughput(name)
     seq = rates["sequential"]
