@@ -4,7 +4,8 @@
 Multi-host (README "Running on clusters"): under a SLURM step with several tasks, jax.distributed
 is started from SLURM's environment; elsewhere pass --coordinator_address=HOST:PORT
 --num_processes=N --process_id=I to every process (--distributed=off forces a single process).
-It is started before any other JAX call.
+It is started before any other JAX call. The pipelined executor with its stages in different
+processes also needs --transfer_address=HOST:PORT on every process (its own address and port).
 
 Without the dataset: --mock_data=N trains on tfds.testing.mock_data, N random images per split of the
 config's stock dataset (cifar10, svhn, stl10, imagenet2012), to check that a config builds, compiles,
@@ -43,6 +44,10 @@ flags.DEFINE_list("local_device_ids", None,
                   "Devices this process uses, e.g. 0,1,2,3 (default: JAX's: all local devices; "
                   "under SLURM on GPUs one per task, SLURM_LOCALID). With one process the mesh "
                   "spans these devices only.")
+flags.DEFINE_string("transfer_address", "",
+                    "HOST:PORT on which this process serves transfers of arrays to other "
+                    "processes (a free port, reachable from them); needed by "
+                    "executor=pipelined when its stages are in different processes.")
 flags.DEFINE_integer("mock_data", 0,
                      "> 0: train on tfds.testing.mock_data, this many random examples per split "
                      "(stock tfds datasets only; a smoke test of the config, not a result).")
@@ -120,7 +125,8 @@ def main(argv):
   try:  # before any other JAX call
     parallel.initialize_distributed(
         FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-        None if FLAGS.local_device_ids is None else [int(i) for i in FLAGS.local_device_ids])
+        None if FLAGS.local_device_ids is None else [int(i) for i in FLAGS.local_device_ids],
+        FLAGS.transfer_address)
   except ValueError as e:
     raise app.UsageError(str(e))
   devices = None

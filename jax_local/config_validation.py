@@ -103,6 +103,11 @@ def validate_pipeline(config, split, devices: int) -> None:
     fits = [s for s in range(1, devices + 1) if devices % s == 0 and s <= k]
     raise ConfigError(f"config.pipeline.stages={stages} does not divide the {devices} devices "
                       f"into a ('stage', 'data') mesh; use one of {fits}")
+  processes = jax.process_count()
+  if processes > 1 and not jax.config.values.get("jax_cross_host_transfer_socket_address"):
+    raise ConfigError(f"config.executor='pipelined' in {processes} processes sends values "
+                      "between processes: start every process with --transfer_address=HOST:PORT "
+                      "(its own address, reachable from the others, and a free port)")
   rows = config.data.batch_size // (devices // stages)
   if rows % num:
     fits = [m for m in range(1, rows + 1) if rows % m == 0]

@@ -194,16 +194,25 @@ def slurm_present() -> bool:
 
 def initialize_distributed(mode: str = "auto", coordinator_address: str | None = None,
                            num_processes: int | None = None, process_id: int | None = None,
-                           local_device_ids: Any = None) -> bool:
+                           local_device_ids: Any = None, transfer_address: str = "") -> bool:
   """Starts `jax.distributed` when the run spans several processes; returns whether it did.
 
   mode: "auto": explicit flags if coordinator_address is given, else SLURM if this is a
   multi-task SLURM step, else a single process; "slurm": SLURM's environment (an error outside
   one); "explicit": coordinator_address, num_processes and process_id are required; "off": a
-  single process. Must run before any other JAX call.
+  single process. transfer_address: "HOST:PORT" on which this process serves jax's transfers
+  of arrays between processes (`jax_cross_host_transfer_socket_address`), which the pipelined
+  executor needs when its stages are in different processes (docs/design.md §3.9). Must run
+  before any other JAX call.
   """
   if mode not in DISTRIBUTED:
     raise ValueError(f"--distributed={mode!r}; valid: {', '.join(DISTRIBUTED)}")
+  if transfer_address:
+    host, _, port = transfer_address.rpartition(":")
+    if not host or not port.isdigit() or int(port) == 0:
+      raise ValueError(f"--transfer_address={transfer_address!r}: give HOST:PORT, the address "
+                       "the other processes reach this one at and a free port other than 0")
+    jax.config.update("jax_cross_host_transfer_socket_address", transfer_address)
   explicit = (coordinator_address, num_processes, process_id)
   if mode == "off":
     return False

@@ -58,6 +58,42 @@ print("done", pid)
 """
 
 
+PIPELINED_DRIVER = r"""
+import os, sys
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.config.update("jax_disable_most_optimizations", True)  # fast compiles
+pid, port, transfer_port, workdir, out = (int(sys.argv[1]), sys.argv[2], int(sys.argv[3]),
+                                          sys.argv[4], sys.argv[5])
+from jax_local import config_validation, parallel
+assert parallel.initialize_distributed("explicit", f"127.0.0.1:{port}", 2, pid,
+                                       transfer_address=f"127.0.0.1:{transfer_port + pid}")
+assert jax.process_count() == 2 and jax.device_count() == 2, jax.devices()
+sys.path.insert(0, os.getcwd())
+from tests.test_distributed import pipelined_config, dump
+from jax_local import train
+config = pipelined_config()
+jax.config.update("jax_cross_host_transfer_socket_address", "")   # read at start-up only
+try:
+  config_validation.validate_config(config)
+  raise SystemExit("no error without --transfer_address")
+except config_validation.ConfigError as e:
+  print("refused:", e)
+jax.config.update("jax_cross_host_transfer_socket_address", f"127.0.0.1:{transfer_port + pid}")
+summary, state = train.train_and_evaluate(config, workdir, return_state=True)
+dump(out, state, state, summary)
+print("done", pid)
+"""
+
+
+def pipelined_config():
+  """tiny_config trained by the pipelined executor: 2 stages, 2 micro-batches, async."""
+  c = tiny_config()
+  c.executor = "pipelined"
+  c.pipeline.stages, c.pipeline.microbatches, c.pipeline.mode = 2, 2, "async"
+  return c
+
+
 def tiny_config():
   from configs import fashion_mnist_quickstart
   c = fashion_mnist_quickstart.get_config("greedy")
@@ -82,14 +118,14 @@ def _free_port():
     return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def two_processes(tmp_path_factory, fashion_mnist):
-  root = tmp_path_factory.mktemp("distributed")
+def _run_two(driver, devices_each, root, *args):
+  """The driver in two processes (argv: process id, a coordinator port, args...,  the run's
+  workdir, its dump path) -> (dumped arrays, summaries, outputs) per process."""
   port = _free_port()
-  env = {**os.environ, "XLA_FLAGS": xla_flags(2),
+  env = {**os.environ, "XLA_FLAGS": xla_flags(devices_each),
          "PYTHONPATH": os.pathsep.join([fh.ROOT, os.environ.get("PYTHONPATH", "")])}
-  procs = [subprocess.Popen([sys.executable, "-c", DRIVER, str(i), str(port), str(root / "run"),
-                             str(root / f"p{i}.npz")], cwd=fh.ROOT, env=env,
+  procs = [subprocess.Popen([sys.executable, "-c", driver, str(i), str(port), *map(str, args),
+                             str(root / "run"), str(root / f"p{i}.npz")], cwd=fh.ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(2)]
   try:
@@ -102,6 +138,13 @@ def two_processes(tmp_path_factory, fashion_mnist):
     assert p.returncode == 0 and f"done {i}" in out, out[-4000:]
   arrays = [list(np.load(root / f"p{i}.npz").values()) for i in range(2)]
   summaries = [json.load(open(root / f"p{i}.npz.json")) for i in range(2)]
+  return arrays, summaries, outs
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory, fashion_mnist):
+  root = tmp_path_factory.mktemp("distributed")
+  arrays, summaries, _ = _run_two(DRIVER, 2, root)
   return root, arrays, summaries
 
 
@@ -143,6 +186,26 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(two_processes,
   assert summary["final_test_error"] == pytest.approx(s0["final_test_error"], abs=0.02)
 
 
+def test_pipelined_stages_in_two_processes_equal_one_process(tmp_path, fashion_mnist):
+  """Stage 0 in process 0, stage 1 in process 1 (one device each, values between them by jax's
+  cross-host transfers) train as one process with both stages on two emulated devices."""
+  from jax_local import train
+  (a0, a1), (s0, s1), outs = _run_two(PIPELINED_DRIVER, 1, tmp_path, _free_port())
+  assert all("refused: config.executor='pipelined' in 2 processes" in o for o in outs)
+  for x, y in zip(a0, a1):
+    np.testing.assert_array_equal(x, y)
+  assert int(a0[0]) == STEPS
+  summary, state = train.train_and_evaluate(pipelined_config(), str(tmp_path / "one"),
+                                            return_state=True, devices=jax.devices()[:2])
+  one = [np.asarray(x) for x in jax.tree.leaves(state)]
+  assert len(one) == len(a0) // 2
+  print("max |1 process - 2 processes|:",
+        max(float(np.max(np.abs(x.astype(np.float64) - y))) for x, y in zip(one, a0)))
+  for x, y in zip(one, a0):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6)
+  assert summary["final_test_error"] == pytest.approx(s0["final_test_error"], abs=0.02)
+
+
 def test_initialize_distributed_arguments():
   assert parallel.initialize_distributed("off") is False
   assert parallel.initialize_distributed("auto") is False  # no flags, no SLURM step here
@@ -152,3 +215,6 @@ def test_initialize_distributed_arguments():
     parallel.initialize_distributed("explicit", "127.0.0.1:1234", 2, 2)
   with pytest.raises(ValueError, match="not a multi-task SLURM step"):
     parallel.initialize_distributed("slurm")
+  for bad in ("1234", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:http"):
+    with pytest.raises(ValueError, match="--transfer_address=.*HOST:PORT"):
+      parallel.initialize_distributed("off", transfer_address=bad)

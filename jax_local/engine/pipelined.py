@@ -26,7 +26,7 @@ import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from jax_local import part_optimizer
-from jax_local.engine import executor, programs, sequential, stages, step_end
+from jax_local.engine import executor, programs, sequential, stage_arrays, stages, step_end
 from jax_local.engine import pipeline_schedule as psched
 from jax_local.engine import schedule as sched
 from jax_local.plan import Plan
@@ -37,12 +37,14 @@ DEFAULTS = {"stages": 2, "boundaries": (), "mode": "sync", "microbatches": 4}
 
 
 def make_mesh(stages: int, devices=None) -> jax.sharding.Mesh:
-  """A ('stage', 'data') mesh: `devices` (default: every device) in `stages` rows."""
+  """A ('stage', 'data') mesh: `devices` (default: every device) in `stages` rows, in their
+  order (row s: devices [s·D, (s+1)·D)), so that row s holds the rows of a batch sharded over
+  `devices` that `stage_arrays.batch_to_first_row` moves from it."""
   devices = jax.devices() if devices is None else list(devices)
   if len(devices) % stages:
     raise ValueError(f"{len(devices)} devices do not split into {stages} stages")
-  return jax.make_mesh((stages, len(devices) // stages), (STAGE_AXIS, DATA_AXIS),
-                       axis_types=(AxisType.Auto,) * 2, devices=devices)
+  return jax.sharding.Mesh(np.asarray(devices).reshape(stages, -1), (STAGE_AXIS, DATA_AXIS),
+                           axis_types=(AxisType.Auto,) * 2)
 
 
 def metrics(spec: psched.MetricsSpec, step, losses, sqs):
@@ -160,13 +162,21 @@ class PipelinedStep(executor.Executor):
 
   def _home(self, state, batch, meshes):
     """The state's parts on their stages (replicated over its `data` devices), the step on the
-    last stage, the batch sharded over stage 0's."""
-    put = lambda tree, s: jax.device_put(tree, NamedSharding(meshes[s], P()))
+    last stage, the batch sharded over stage 0's (`stage_arrays`: also from arrays that span
+    several processes)."""
+    put = lambda tree, s: stage_arrays.to_row(tree, NamedSharding(meshes[s], P()))
     placed = {f: {top: {p: put(v, self._part_stage[top, p]) for p, v in parts.items()}
                   for top, parts in getattr(state, f).items()}
               for f in ("params", "opt_state", "batch_stats")}
     placed["step"] = put(state.step, len(meshes) - 1)
-    return state.replace(**placed), jax.device_put(batch, NamedSharding(meshes[0], P(DATA_AXIS)))
+    return state.replace(**placed), stage_arrays.batch_to_first_row(batch, meshes, DATA_AXIS)
+
+  def _throttle(self, loss) -> None:
+    """Waits for the step before the previous one: at most two steps in flight. `loss` must
+    have a copy in this process."""
+    self._in_flight.append(loss)
+    if len(self._in_flight) > 2:
+      jax.block_until_ready(self._in_flight.pop(0))
 
   def run(self, state, batch, mesh, call: Callable[..., Any] = sequential.execute):
     self._build(state, batch)
@@ -176,11 +186,7 @@ class PipelinedStep(executor.Executor):
     state, batch = self._home(state, batch, table.meshes)
     env = sequential.step_inputs(self.schedule, state, batch)
     sequential.run_calls(self.schedule.calls, self._dead, table, env, call)
-    new_state, out = sequential.step_results(self.schedule, state, env)
-    self._in_flight.append(out["loss"])
-    if len(self._in_flight) > 2:
-      jax.block_until_ready(self._in_flight.pop(0))
-    return new_state, out
+    return sequential.step_results(self.schedule, state, env)
 
   def _default_mesh(self):
     devices = self._devices or jax.devices()[:self.num_stages]
@@ -188,7 +194,9 @@ class PipelinedStep(executor.Executor):
 
   def __call__(self, state, batch):
     """One step on the first S devices (one per stage), or on `devices`."""
-    return self.run(state, batch, self._default_mesh())
+    new_state, out = self.run(state, batch, self._default_mesh())
+    self._throttle(out["loss"])
+    return new_state, out
 
   def walk(self, state, batch, call: Callable[..., Any]) -> None:
     """The step's calls on abstract `state` and `batch` (ShapeDtypeStructs), with no devices:
@@ -217,16 +225,21 @@ class PipelinedStep(executor.Executor):
     sharding the batch inside the stage); each stage's programs run one at a time on CPU when a
     stage has several devices (collectives in flight, docs/design.md §8). The new state and the
     metrics are copied out as the placement has them (the trainer's evaluation and checks read
-    them there); the next step takes each part from its stage's copy."""
+    them there); the next step takes each part from its stage's copy. The placement's devices
+    may belong to several processes (`stage_arrays`)."""
     devices = list(np.asarray(placement.batch.mesh.devices).flat)
     mesh = make_mesh(self.num_stages, devices)
+    rows = [jax.sharding.Mesh(row, (DATA_AXIS,)) for row in mesh.devices]
     call = sequential.one_at_a_time if (placement.one_at_a_time and mesh.shape[DATA_AXIS] > 1
                                         ) else sequential.execute
 
     def step(state, batch):
       new_state, out = self.run(state, batch, mesh, call)
-      return (jax.device_put(new_state, placement.state(new_state)),
-              jax.device_put(out, placement.replicated))
+      new_state, out = stage_arrays.to_every_device(
+          (new_state, out), rows,
+          (placement.state(new_state), jax.tree.map(lambda _: placement.replicated, out)))
+      self._throttle(out["loss"])
+      return new_state, out
 
     return step
 
