@@ -15,7 +15,7 @@ import math
 
 import ml_collections
 
-from jax_local import methods, optim, part_optimizer, plugins, splits
+from jax_local import engine, methods, optim, part_optimizer, plugins, splits
 from jax_local.data import catalog
 from jax_local.models import build_backbone
 from jax_local.models.backbone import Backbone
@@ -96,15 +96,6 @@ def dataset_spec(config) -> DatasetSpec:
   return DatasetSpec(shape, config.data.num_classes, info.mean, info.std)
 
 
-def updates_per_step(config) -> int:
-  """Optimizer updates per training step: M for the async pipelined executor (one per
-  micro-batch), else 1. The learning-rate schedule counts updates."""
-  p = config.get("pipeline", {})
-  if config.get("executor") == "pipelined" and p.get("mode", "sync") == "async":
-    return p.get("microbatches", 4)
-  return 1
-
-
 def build(config, dataset=None) -> Experiment:
   """The experiment of a validated config. dataset: the loaded one (`data.Dataset`: its shape,
   classes and steps per epoch); None: the catalog's facts, the data never loaded."""
@@ -121,7 +112,7 @@ def build(config, dataset=None) -> Experiment:
   split = split_of(config)
   backbone = build_backbone(config.model, spec.num_classes)
   plan = build_plan(config.method, backbone, split, spec.num_classes, (spec.mean, spec.std))
-  updates = steps * updates_per_step(config)
+  updates = steps * engine.updates_per_step(config.get("executor"), config.get("pipeline"))
   schedule = optim.make_schedule(config.optim, config.num_epochs, updates)
   base_tx = optim.make_optimizer(config.optim, config.num_epochs, updates)
   return Experiment(backbone, split, plan, part_optimizer.PartOptimizer(base_tx, plan.ema_pairs),

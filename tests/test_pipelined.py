@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from configs import common
-from jax_local import config_validation, optim, parallel, train
+from jax_local import config_validation, engine, optim, parallel, train
 from jax_local.data import input_pipeline
 from jax_local.models import layers
 from jax_local.engine import fused, pipeline_schedule, pipelined, schedule, sequential, stages
@@ -270,6 +270,14 @@ def test_trainer_logs_the_learning_rate_of_a_steps_first_update():
     lr = train.step_learning_rate(schedule, step.updates_per_step)
     np.testing.assert_allclose([lr(k) for k in range(3)],
                                [schedule(k * updates) for k in range(3)], rtol=1e-6)
+  # the count the schedule's horizon is built with (before the step exists) is the step's own
+  for pipeline in ({"mode": "sync", "microbatches": 2}, {"mode": "async", "microbatches": 2},
+                   {"mode": "async"}, None):
+    assert engine.updates_per_step("pipelined", pipeline) == \
+        pipelined.make_train_step(plan, tx, pipeline).updates_per_step
+  assert engine.updates_per_step("pipelined", {"mode": "async"}) == pipelined.DEFAULTS[
+      "microbatches"] > 1
+  assert engine.updates_per_step("sequential", {"mode": "async"}) == 1
 
 
 def test_balanced_boundaries_from_costs():

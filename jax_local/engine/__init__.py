@@ -15,3 +15,12 @@ def make_train_step(executor: str, plan, tx, pipeline=None) -> Executor:
   if executor == "pipelined":
     return pipelined.make_train_step(plan, tx, pipeline)
   return EXECUTORS[executor](plan, tx)
+
+
+def updates_per_step(executor: str, pipeline=None) -> int:
+  """`Executor.updates_per_step` of the step `make_train_step` builds, known before it is built
+  (the learning-rate schedule counts updates)."""
+  if executor != "pipelined":
+    return 1
+  cfg = {**pipelined.DEFAULTS, **dict(pipeline or {})}
+  return pipelined.updates_per_step(cfg["mode"], cfg["microbatches"])

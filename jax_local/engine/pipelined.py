@@ -36,6 +36,11 @@ LOG = logging.getLogger(__name__)  # a child of run_log.LOG ("jax_local"): the r
 DEFAULTS = {"stages": 2, "boundaries": (), "mode": "sync", "microbatches": 4}
 
 
+def updates_per_step(mode: str, microbatches: int) -> int:
+  """Optimizer updates per step: one per micro-batch in async mode, one in sync mode."""
+  return microbatches if mode == "async" else 1
+
+
 def make_mesh(stages: int, devices=None) -> jax.sharding.Mesh:
   """A ('stage', 'data') mesh: `devices` (default: every device) in `stages` rows, in their
   order (row s: devices [s·D, (s+1)·D)), so that row s holds the rows of a batch sharded over
@@ -114,7 +119,7 @@ class PipelinedStep(executor.Executor):
                        f"stages, pipeline.stages={num_stages}")
     self._plan, self._tx, self._split = plan, tx, split
     self.num_stages, self.microbatches, self.mode = num_stages, microbatches, mode
-    self.updates_per_step = microbatches if mode == "async" else 1
+    self.updates_per_step = updates_per_step(mode, microbatches)
     self.boundaries = None if boundaries is None else tuple(boundaries)
     self._devices = devices
     self.schedule = None
