@@ -46,7 +46,8 @@ flags.DEFINE_list("local_device_ids", None,
                   "spans these devices only.")
 flags.DEFINE_string("transfer_address", "",
                     "HOST:PORT on which this process serves transfers of arrays to other "
-                    "processes (a free port, reachable from them); needed by "
+                    "processes (a free port, reachable from them), or :PORT for this host's "
+                    "name and PORT + SLURM_LOCALID (one flag for every SLURM task); needed by "
                     "executor=pipelined when its stages are in different processes.")
 flags.DEFINE_integer("mock_data", 0,
                      "> 0: train on tfds.testing.mock_data, this many random examples per split "

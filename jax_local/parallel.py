@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from typing import Any, Callable
 
 import jax
@@ -192,6 +193,23 @@ def slurm_present() -> bool:
   return all(v in os.environ for v in needed) and int(os.environ["SLURM_NTASKS"]) > 1
 
 
+def transfer_socket_address(flag: str, environ=None, hostname: str | None = None) -> str:
+  """--transfer_address -> "HOST:PORT". "HOST:PORT" as given; ":PORT" (the same flag for every
+  task of a SLURM step): this host's name and PORT + the task's rank on its node
+  (`SLURM_LOCALID`, 0 outside SLURM), so the tasks of one node take consecutive ports. ValueError
+  naming the flag for anything else (jax cannot serve on port 0: its peers wait at the
+  advertised address)."""
+  environ = os.environ if environ is None else environ
+  host, _, port = flag.rpartition(":")
+  if not port.isdigit() or int(port) == 0 or ":" not in flag:
+    raise ValueError(f"--transfer_address={flag!r}: give HOST:PORT (this process's address, "
+                     "reachable from the others, and a free port other than 0) or :PORT (this "
+                     "host's name, PORT + the SLURM task's rank on the node)")
+  if host:
+    return flag
+  return f"{hostname or socket.gethostname()}:{int(port) + int(environ.get('SLURM_LOCALID', 0))}"
+
+
 def initialize_distributed(mode: str = "auto", coordinator_address: str | None = None,
                            num_processes: int | None = None, process_id: int | None = None,
                            local_device_ids: Any = None, transfer_address: str = "") -> bool:
@@ -200,19 +218,16 @@ def initialize_distributed(mode: str = "auto", coordinator_address: str | None =
   mode: "auto": explicit flags if coordinator_address is given, else SLURM if this is a
   multi-task SLURM step, else a single process; "slurm": SLURM's environment (an error outside
   one); "explicit": coordinator_address, num_processes and process_id are required; "off": a
-  single process. transfer_address: "HOST:PORT" on which this process serves jax's transfers
-  of arrays between processes (`jax_cross_host_transfer_socket_address`), which the pipelined
-  executor needs when its stages are in different processes (docs/design.md §3.9). Must run
-  before any other JAX call.
+  single process. transfer_address: where this process serves jax's transfers of arrays
+  between processes (`jax_cross_host_transfer_socket_address`, `transfer_socket_address`),
+  which the pipelined executor needs when its stages are in different processes
+  (docs/design.md §3.9). Must run before any other JAX call.
   """
   if mode not in DISTRIBUTED:
     raise ValueError(f"--distributed={mode!r}; valid: {', '.join(DISTRIBUTED)}")
   if transfer_address:
-    host, _, port = transfer_address.rpartition(":")
-    if not host or not port.isdigit() or int(port) == 0:
-      raise ValueError(f"--transfer_address={transfer_address!r}: give HOST:PORT, the address "
-                       "the other processes reach this one at and a free port other than 0")
-    jax.config.update("jax_cross_host_transfer_socket_address", transfer_address)
+    jax.config.update("jax_cross_host_transfer_socket_address",
+                      transfer_socket_address(transfer_address))
   explicit = (coordinator_address, num_processes, process_id)
   if mode == "off":
     return False

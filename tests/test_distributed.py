@@ -215,6 +215,11 @@ def test_initialize_distributed_arguments():
     parallel.initialize_distributed("explicit", "127.0.0.1:1234", 2, 2)
   with pytest.raises(ValueError, match="not a multi-task SLURM step"):
     parallel.initialize_distributed("slurm")
-  for bad in ("1234", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:http"):
+  for bad in ("1234", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:http", ":0", ""):
     with pytest.raises(ValueError, match="--transfer_address=.*HOST:PORT"):
-      parallel.initialize_distributed("off", transfer_address=bad)
+      parallel.transfer_socket_address(bad)
+  with pytest.raises(ValueError, match="--transfer_address='1234'"):
+    parallel.initialize_distributed("off", transfer_address="1234")
+  assert parallel.transfer_socket_address("10.0.0.7:1240", {"SLURM_LOCALID": "3"}) == "10.0.0.7:1240"
+  assert parallel.transfer_socket_address(":1240", {"SLURM_LOCALID": "3"}, "node17") == "node17:1243"
+  assert parallel.transfer_socket_address(":1240", {}, "node17") == "node17:1240"
