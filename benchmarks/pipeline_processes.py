@@ -39,9 +39,11 @@ overlap). After one warm-up step (compilation), `rounds` rounds in which each va
 `steps` steps without blocking between them, then blocks; variants interleave per round. A
 2-process round is timed here from the command to both processes' replies. Images/s: the best
 round's; ratios to the sequential executor and of 2 processes to 1 stage. Then, per stage
-process of the best round, per step: the time its main thread waited for received values, the
-values and bytes it sent, and its sender thread's time for the host copies and pipe writes
-after each value was ready.
+process of the best round, per step: the time its main thread waited for received values (its
+device may be computing meanwhile: the main thread dispatches ahead), the values and bytes it
+sent, its sender thread's time for the host copies and pipe writes after each value was ready,
+and the process's CPU seconds (every thread) and cores kept busy (CPU seconds / the round's
+wall seconds; one compute thread per device, so about 1 while its device never idles).
 
 --check (tiny net unless --depth, --batch, --microbatches are given: depth 8, split preset
 `uniform_k3`, batch 32, M = 4): 2 steps sync and async from one initial state; the parts each
@@ -50,6 +52,7 @@ stage process updated, gathered here, and its metrics equal the one-process exec
 largest absolute difference.
 """
 import os
+import resource
 import sys
 
 
@@ -233,6 +236,12 @@ class StageRunner:
     return jax.device_get(({f: getattr(self.state, f) for f in fields}, self.metrics))
 
 
+def _cpu_seconds() -> float:
+  """User + system CPU seconds of this process so far, every thread."""
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
 def stage_process(s, settings, control, outgoing, incoming):
   """Stage s's process: answers the commands on `control` (init, run, parts, stop)."""
   try:
@@ -254,11 +263,12 @@ def stage_process(s, settings, control, outgoing, incoming):
       elif cmd == "run":  # args: mode, steps
         mode, steps = args
         link.reset()
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), _cpu_seconds()
         for _ in range(steps):
           runners[mode].step()
         runners[mode].finish()
-        control.send(("ok", time.perf_counter() - t, dict(link.stats)))
+        wall = time.perf_counter() - t
+        control.send(("ok", wall, {**link.stats, "cpu": _cpu_seconds() - cpu, "wall": wall}))
       elif cmd == "parts":
         control.send(("ok", runners[args[0]].parts()))
   except Exception:   # noqa: BLE001 (the parent prints it)
@@ -442,13 +452,14 @@ def main(_):
         ratio = f"{r / rates[v.replace('2 processes', '1 stage')]:.2f}"
       print(f"| {v} | {r:.1f} | {r / seq:.2f} | {ratio} |")
     print("\nstage processes, per step of the best round:\n\n| variant | stage | waited for "
-          "received values s | waited for own sends s | values sent | MB sent | sender s |\n"
-          "|---|---|---|---|---|---|---|")
+          "received values s | waited for own sends s | values sent | MB sent | sender s | "
+          "CPU s | cores busy |\n|---|---|---|---|---|---|---|---|---|")
     for v, per_stage in counters.items():
       for st, c in enumerate(per_stage):
         per = lambda x: x / FLAGS.steps
         print(f"| {v} | {st} | {per(c['receive_wait']):.4f} | {per(c['guard_wait']):.4f} | "
-              f"{per(c['sent']):.0f} | {per(c['bytes']) / 1e6:.2f} | {per(c['send_busy']):.4f} |")
+              f"{per(c['sent']):.0f} | {per(c['bytes']) / 1e6:.2f} | {per(c['send_busy']):.4f} | "
+              f"{per(c['cpu']):.3f} | {c['cpu'] / c['wall']:.2f} |")
     print()
 
 
