@@ -72,20 +72,20 @@ def batch_to_first_row(batch, rows: list[Mesh], axis: str):
 
 
 def to_every_device(tree, rows: list[Mesh], shardings):
-  """Every leaf (replicated on one of `rows`) on its sharding in `shardings` (a pytree of
-  shardings replicated over the devices of every row). One transfer per row for all the leaves
-  that row lacks."""
+  """Every leaf (replicated on one of `rows`, or already on every device) on its sharding in
+  `shardings` (a pytree of shardings replicated over the devices of every row). One transfer
+  per row for all the leaves that row lacks."""
   leaves, treedef = jax.tree.flatten(tree)
   targets = treedef.flatten_up_to(shardings)
   if all(_one_process(x) for x in leaves):
     return jax.device_put(tree, shardings)
   row_of = {frozenset(row.devices.flat): r for r, row in enumerate(rows)}
-  source = [row_of[frozenset(x.sharding.device_set)] for x in leaves]
+  source = [row_of.get(frozenset(x.sharding.device_set)) for x in leaves]   # None: everywhere
   local = [_local_shards(x) for x in leaves]
   for r, row in enumerate(rows):
-    missing = [i for i, s in enumerate(source) if s != r]
+    missing = [i for i, s in enumerate(source) if s is not None and s != r]
     copies = jax.device_put([leaves[i] for i in missing], NamedSharding(row, P()))
     for i, copy in zip(missing, copies):
       local[i] += _local_shards(copy)
-  return treedef.unflatten([_assemble(x, t, arrays)
-                            for x, t, arrays in zip(leaves, targets, local)])
+  return treedef.unflatten([jax.device_put(x, t) if s is None else _assemble(x, t, arrays)
+                            for x, t, s, arrays in zip(leaves, targets, source, local)])
