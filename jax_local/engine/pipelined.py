@@ -234,7 +234,7 @@ class PipelinedStep(executor.Executor):
     may belong to several processes (`stage_arrays`)."""
     devices = list(np.asarray(placement.batch.mesh.devices).flat)
     mesh = make_mesh(self.num_stages, devices)
-    rows = [jax.sharding.Mesh(row, (DATA_AXIS,)) for row in mesh.devices]
+    rows = self._stage_programs(mesh).meshes
     call = sequential.one_at_a_time if (placement.one_at_a_time and mesh.shape[DATA_AXIS] > 1
                                         ) else sequential.execute
 
