@@ -9,6 +9,7 @@ files; and the result equals one process on 8 devices with the same global batch
 1e-5: the mesh differs, 4 vs 8 shards, so the all-reduces sum in another order).
 """
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -192,7 +193,7 @@ def _assert_close(state, summary, dumped, dumped_summary, tol):
                                                       abs=0.02)
 
 
-def test_pipelined_stages_in_two_processes_equal_one_process(tmp_path, fashion_mnist):
+def test_pipelined_stages_in_two_processes_equal_one_process(tmp_path, fashion_mnist, caplog):
   """Stage 0 in process 0, stage 1 in process 1 (one device each, values between them by jax's
   cross-host transfers) train as one process with both stages on two emulated devices."""
   from jax_local import train
@@ -201,8 +202,12 @@ def test_pipelined_stages_in_two_processes_equal_one_process(tmp_path, fashion_m
   for x, y in zip(a0, a1):
     np.testing.assert_array_equal(x, y)
   assert int(a0[0]) == STEPS
+  caplog.set_level(logging.INFO, logger="jax_local")
   summary, state = train.train_and_evaluate(pipelined_config(), str(tmp_path / "one"),
                                             return_state=True, devices=jax.devices()[:2])
+  # the trainer's log says where the stages run, once
+  assert caplog.text.count("pipelined executor: stage 0: modules 0-") == 1
+  assert "; stage 1: modules " in caplog.text
   _assert_close(state, summary, a0, s0, 1e-6)
 
 

@@ -52,6 +52,11 @@ def make_mesh(stages: int, devices=None) -> jax.sharding.Mesh:
                            axis_types=(AxisType.Auto,) * 2)
 
 
+def stage_rows(mesh: jax.sharding.Mesh) -> list[jax.sharding.Mesh]:
+  """Each stage's row of a ('stage', 'data') mesh as a ('data',) mesh."""
+  return [jax.sharding.Mesh(row, (DATA_AXIS,)) for row in mesh.devices]
+
+
 def metrics(spec: psched.MetricsSpec, step, losses, sqs):
   """(step + 1, metrics) of a pipelined step (`pipeline_schedule.MetricsSpec`)."""
   step, out = step_end.step_metrics(step, losses, sqs)
@@ -80,7 +85,7 @@ class StagePrograms(programs.Programs):
                send: Callable[[int, Any], Any] | None = None,
                receive: Callable[[int, bool], Any] | None = None):
     super().__init__(plan, tx)
-    meshes = [] if mesh is None else [jax.sharding.Mesh(row, (DATA_AXIS,)) for row in mesh.devices]
+    meshes = [] if mesh is None else stage_rows(mesh)
 
     def transfer(spec):
       if mesh is None:
@@ -234,7 +239,7 @@ class PipelinedStep(executor.Executor):
     may belong to several processes (`stage_arrays`)."""
     devices = list(np.asarray(placement.batch.mesh.devices).flat)
     mesh = make_mesh(self.num_stages, devices)
-    rows = self._stage_programs(mesh).meshes
+    rows = stage_rows(mesh)
     call = sequential.one_at_a_time if (placement.one_at_a_time and mesh.shape[DATA_AXIS] > 1
                                         ) else sequential.execute
 
