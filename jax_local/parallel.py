@@ -197,8 +197,8 @@ def transfer_socket_address(flag: str, environ=None, hostname: str | None = None
   """--transfer_address -> "HOST:PORT". "HOST:PORT" as given; ":PORT" (the same flag for every
   task of a SLURM step): this host's name and PORT + the task's rank on its node
   (`SLURM_LOCALID`, 0 outside SLURM), so the tasks of one node take consecutive ports. ValueError
-  naming the flag for anything else (jax cannot serve on port 0: its peers wait at the
-  advertised address)."""
+  naming the flag for anything else, port 0 included (jax's transfers hang with it,
+  docs/jax_notes.md §12)."""
   environ = os.environ if environ is None else environ
   host, _, port = flag.rpartition(":")
   if not port.isdigit() or int(port) == 0 or ":" not in flag:
