@@ -42,6 +42,7 @@ import csv
 import io
 import json
 import os
+import re
 import statistics
 import sys
 
@@ -143,11 +144,20 @@ def _spread(values) -> dict | None:
           "n": len(values)}
 
 
+def _group_name(members) -> str:
+  """The folder holding the seeds when every member is named `seed<s>` (the layout of
+  `jax_local.seeds`: `<root>/seed<s>`), else the first member's name."""
+  if all(re.fullmatch(r"seed\d+", m["run"]) for m in members):
+    return os.path.basename(os.path.dirname(members[0]["workdir"].rstrip("/")))
+  return members[0]["run"]
+
+
 def group_seeds(rows) -> list[dict]:
   """Rows whose configs differ in `seed` only merged into one row each, in first-seen order.
 
-  A merged row holds `_spread` dicts in its error cells, the median step time, the largest peak
-  memory, "k/n finished" as status, the seeds under "seeds" and "members", and as "curve" the
+  A merged row is named "<group> (<n> seeds)", its "group" being the seeds' folder under the
+  layout of `jax_local.seeds`, else the first member's name. It holds `_spread` dicts in its
+  error cells, the median step time, the largest peak memory, "k/n finished" as status, the seeds under "seeds" and "members", and as "curve" the
   mean accuracy per epoch over the epochs all seeds reached, with the std under "curve_std".
   """
   groups: dict[str, list[dict]] = {}
@@ -160,7 +170,8 @@ def group_seeds(rows) -> list[dict]:
       continue
     first = members[0]
     row = dict(first)
-    row["run"] = f"{first['run']} ({len(members)} seeds)"
+    row["group"] = _group_name(members)
+    row["run"] = f"{row['group']} ({len(members)} seeds)"
     row["seeds"] = [m["seed"] for m in members]
     row["members"] = members
     finished = sum(m["status"] == "finished" for m in members)
@@ -232,12 +243,14 @@ def plot_curves(rows, png_path: str, reestimated: bool = False, dpi: int = plots
   """Test accuracy per epoch (with running BN statistics, or the re-estimated ones); a seed
   group is its mean with ± std error bars."""
   key = "curve_bn" if reestimated else "curve"
-  series = [plots.Series(f"{r['method']} ({r['run']})", [e for e, _ in r[key]],
+  label = lambda r: (f"{r['method']} ({r['group']}, {len(r['seeds'])} seeds)" if "group" in r
+                     else f"{r['method']} ({r['run']})")
+  series = [plots.Series(label(r), [e for e, _ in r[key]],
                          [a for _, a in r[key]], y_std=r.get(f"{key}_std")) for r in rows]
   datasets = sorted({r["dataset"] for r in rows})
   stats = "re-estimated" if reestimated else "running"
   return plots.line_plot(png_path, series, "epoch", "test accuracy (%)",
-                         f"Test accuracy per epoch, {stats} BN statistics ({', '.join(datasets)})",
+                         f"Test accuracy, {stats} BN stats ({', '.join(datasets)})",
                          integer_x=True, dpi=dpi)
 
 

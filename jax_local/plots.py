@@ -26,6 +26,8 @@ FORMATS = ("png", "pdf", "svg")
 COLUMN_WIDTH = 3.4   # inches: one column of a two-column paper
 TEXT_WIDTH = 7.0     # inches: the text width of a two-column paper
 FONT_SIZE = 8        # points
+LEGEND_INSIDE_MAX = 4  # a line plot with more series puts its legend below the axes
+LEGEND_ROW = 0.13    # inches per legend entry below the axes
 
 
 
@@ -54,8 +56,8 @@ def write_csv(path: str, header: Sequence[str], rows: Sequence[Sequence]) -> str
   return path
 
 
-def _figure(size=(COLUMN_WIDTH, 0.7 * COLUMN_WIDTH)):
-  fig = Figure(figsize=size, dpi=DPI)
+def _figure(size=(COLUMN_WIDTH, 0.7 * COLUMN_WIDTH), layout=None):
+  fig = Figure(figsize=size, dpi=DPI, layout=layout)
   FigureCanvasAgg(fig)
   return fig
 
@@ -80,7 +82,8 @@ def figure_format(path: str) -> str:
 def _save(fig, path: str, dpi: int) -> None:
   fmt = figure_format(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.tight_layout(pad=0.3)
+  if fig.get_layout_engine() is None:
+    fig.tight_layout(pad=0.3)
   fig.savefig(path, format=fmt, dpi=dpi)
 
 
@@ -88,13 +91,15 @@ def line_plot(png_path: str, series: Sequence[Series], xlabel: str, ylabel: str,
               xticks: tuple[Sequence[float], Sequence[str]] | None = None,
               ylim: tuple[float, float] | None = None,
               integer_x: bool = False, dpi: int = DPI) -> tuple[str, str]:
-  """Lines with markers, one per series, legend, grid, one paper column wide; returns (figure,
-  csv) paths.
+  """Lines with markers, one per series, legend (below the axes for more than
+  `LEGEND_INSIDE_MAX` series), grid, one paper column wide; returns (figure, csv) paths.
 
   The CSV has one row per point: series, x, x_name (if given), y, and y_std when a series has
   error bars.
   """
-  fig = _figure()
+  legend_below = len(series) > LEGEND_INSIDE_MAX
+  fig = _figure((COLUMN_WIDTH, 0.7 * COLUMN_WIDTH + LEGEND_ROW * len(series) * legend_below),
+                "constrained" if legend_below else None)
   ax = fig.add_subplot(1, 1, 1)
   for s in series:
     if s.y_std is not None:
@@ -114,7 +119,9 @@ def line_plot(png_path: str, series: Sequence[Series], xlabel: str, ylabel: str,
   if integer_x:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   ax.grid(True, alpha=0.3)
-  if series:
+  if legend_below:
+    fig.legend(fontsize=FONT_SIZE - 1, loc="outside lower center")
+  elif series:
     ax.legend(fontsize=FONT_SIZE - 1)
   _save(fig, png_path, dpi)
   rows = []

@@ -417,7 +417,30 @@ def test_compare_groups_seeds_into_mean_and_std(tmp_path, capsys):
   assert float(table[2]["final_test_error"]) == 27.0 and table[2]["final_test_error_n"] == "1"
 
 
+def test_compare_names_a_seed_group_of_the_seed_driver_by_its_folder(tmp_path):
+  """`jax_local.seeds` writes <root>/seed<s>: the group is named after root, not after seed0."""
+  (tmp_path / "qs_dgl").mkdir()
+  runs = [_synthetic_run(tmp_path / "qs_dgl", f"seed{s}", "dgl", s, [30.0, 20.0 + s])
+          for s in range(3)]
+  rows = compare.group_seeds([compare.read_run(r) for r in runs])
+  assert [r["run"] for r in rows] == ["qs_dgl (3 seeds)"]
+
+
 # ----------------------------------------------------------------------------- plots
+
+
+def test_line_plot_with_many_series_puts_its_legend_below_the_axes(tmp_path):
+  """Past LEGEND_INSIDE_MAX series the legend goes below the axes and the figure grows by one
+  LEGEND_ROW per series, so the legend does not cover the lines."""
+  def height(n):
+    path = str(tmp_path / f"lines{n}.png")
+    plots.line_plot(path, [plots.Series(f"s{i}", [1, 2], [i, i + 1]) for i in range(n)],
+                    "x", "y", "t", dpi=50)
+    with open(path, "rb") as f:
+      return int.from_bytes(f.read(24)[20:24], "big")
+  few, many = plots.LEGEND_INSIDE_MAX, 2 * plots.LEGEND_INSIDE_MAX + 1
+  assert height(few) == int(0.7 * plots.COLUMN_WIDTH * 50)
+  assert height(many) == int((0.7 * plots.COLUMN_WIDTH + many * plots.LEGEND_ROW) * 50)
 
 
 def _is_png(path):
