@@ -157,8 +157,9 @@ def group_seeds(rows) -> list[dict]:
 
   A merged row is named "<group> (<n> seeds)", its "group" being the seeds' folder under the
   layout of `jax_local.seeds`, else the first member's name. It holds `_spread` dicts in its
-  error cells, the median step time, the largest peak memory, "k/n finished" as status, the seeds under "seeds" and "members", and as "curve" the
-  mean accuracy per epoch over the epochs all seeds reached, with the std under "curve_std".
+  error cells, the median step time, the largest peak memory, "k/n finished" as status, the
+  seeds under "seeds" and "members", and as "curve" the mean accuracy per epoch over the epochs
+  all seeds reached, with the std under "curve_std".
   """
   groups: dict[str, list[dict]] = {}
   for r in rows:
