@@ -51,7 +51,8 @@ def rows_of(workdir: str) -> list[dict]:
   steps = sorted(int(n) for n in os.listdir(run_loading.checkpoint_dir(workdir)) if n.isdigit())
   rows = []
   for step in steps:
-    params = run_loading.restore_state(workdir, template, step)[0].params
+    params = (run.params if step == run.step  # load_run restored the newest one
+              else run_loading.restore_state(workdir, template, step)[0].params)
     for pair in run.plan.ema_pairs:
       head = params["heads"][pair.head]
       src = flat(params["backbone"][pair.source])
