@@ -144,19 +144,23 @@ def _spread(values) -> dict | None:
           "n": len(values)}
 
 
-def _group_name(members) -> str:
+def _group_name(members, levels: int = 1) -> str:
   """The folder holding the seeds when every member is named `seed<s>` (the layout of
-  `jax_local.seeds`: `<root>/seed<s>`), else the first member's name."""
+  `jax_local.seeds`: `<root>/seed<s>`), else the first member's name; with `levels` > 1 that
+  many path components ending there (`results/bp_none`), to tell apart groups whose folders
+  share a name."""
+  path = members[0]["workdir"].rstrip("/")
   if all(re.fullmatch(r"seed\d+", m["run"]) for m in members):
-    return os.path.basename(os.path.dirname(members[0]["workdir"].rstrip("/")))
-  return members[0]["run"]
+    path = os.path.dirname(path)
+  return "/".join(path.split(os.sep)[-levels:])
 
 
 def group_seeds(rows) -> list[dict]:
   """Rows whose configs differ in `seed` only merged into one row each, in first-seen order.
 
   A merged row is named "<group> (<n> seeds)", its "group" being the seeds' folder under the
-  layout of `jax_local.seeds`, else the first member's name. It holds `_spread` dicts in its
+  layout of `jax_local.seeds`, else the first member's name (with its parent folder when two
+  groups would share that name). It holds `_spread` dicts in its
   error cells, the median step time, the largest peak memory, "k/n finished" as status, the
   seeds under "seeds" and "members", and as "curve" the mean accuracy per epoch over the epochs
   all seeds reached, with the std under "curve_std".
@@ -192,6 +196,11 @@ def group_seeds(rows) -> list[dict]:
       row[curve] = [(e, statistics.fmean(v)) for e, v in zip(common, per_epoch)]
       row[f"{curve}_std"] = [statistics.stdev(v) for v in per_epoch]
     out.append(row)
+  names = [r["group"] for r in out if "group" in r]
+  for r in out:
+    if "group" in r and names.count(r["group"]) > 1:
+      r["group"] = _group_name(r["members"], levels=2)
+      r["run"] = f"{r['group']} ({len(r['members'])} seeds)"
   return out
 
 

@@ -426,6 +426,17 @@ def test_compare_names_a_seed_group_of_the_seed_driver_by_its_folder(tmp_path):
   assert [r["run"] for r in rows] == ["qs_dgl (3 seeds)"]
 
 
+def test_compare_names_seed_groups_in_same_named_folders_by_their_parent(tmp_path):
+  """Two sweeps' `bp` seed folders (6 and 12 epochs) would both be "bp": the parent tells."""
+  runs = []
+  for sweep, epochs in (("short", 2), ("long", 4)):
+    (tmp_path / sweep / "bp").mkdir(parents=True)
+    runs += [_synthetic_run(tmp_path / sweep / "bp", f"seed{s}", "bp", s, [30.0] * epochs)
+             for s in range(2)]
+  rows = compare.group_seeds([compare.read_run(r) for r in runs])
+  assert [r["run"] for r in rows] == ["short/bp (2 seeds)", "long/bp (2 seeds)"]
+
+
 # ----------------------------------------------------------------------------- plots
 
 
