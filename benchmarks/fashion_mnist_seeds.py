@@ -115,15 +115,16 @@ def table(root: str) -> list[str]:
       if not v:
         lines.append(f"| {base} | {plugin} | 0 | - | - | - |")
         continue
-      std = statistics.stdev(v) if len(v) > 1 else float("nan")
       share = "-"
       if plugin != "none" and (base, "none") in stats and ("bp", "none") in stats:
         s, se, gap, gap_se = gap_share(stats[(base, "none")], stats[(base, plugin)],
                                        stats[("bp", "none")])
-        share = (f"{100 * s:.0f} ± {100 * se:.0f} %" if abs(gap) >= 2 * gap_se else
+        share = (f"{100 * s:.0f} % (a row has one seed: no error bar)" if math.isnan(se) else
+                 f"{100 * s:.0f} ± {100 * se:.0f} %" if abs(gap) >= 2 * gap_se else
                  f"gap {gap:.2f} ± {gap_se:.2f} within noise")
-      lines.append(f"| {base} | {plugin} | {len(v)} | {statistics.fmean(v):.2f} ± {std:.2f} | "
-                   f"{min(v):.2f}-{max(v):.2f} | {share} |")
+      error, spread = ((f"{statistics.fmean(v):.2f} ± {statistics.stdev(v):.2f}",
+                        f"{min(v):.2f}-{max(v):.2f}") if len(v) > 1 else (f"{v[0]:.2f}", "-"))
+      lines.append(f"| {base} | {plugin} | {len(v)} | {error} | {spread} | {share} |")
     lines.append("")
   return lines
 
