@@ -200,8 +200,8 @@ def _assert_close(state, summary, dumped, dumped_summary, tol):
 def test_pipelined_stages_in_two_processes_equal_one_process(tmp_path, fashion_mnist, caplog):
   """Stage 0 in process 0, stage 1 in process 1 (one device each, values between them by jax's
   cross-host transfers) train as one process with both stages on two emulated devices (rtol/atol
-1e-6: the processes and the one-process run emulate different numbers of devices, so XLA may
-sum the stages' reductions in another order)."""
+  1e-6: the processes and the one-process run emulate different numbers of devices, so XLA may
+  sum the stages' reductions in another order)."""
   from jax_local import train
   (a0, a1), (s0, s1), outs = _run_two(PIPELINED_DRIVER, 1, tmp_path, _free_port())
   assert all("refused: config.executor='pipelined' in 2 processes" in o for o in outs)
