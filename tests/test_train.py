@@ -33,7 +33,7 @@ def test_loss_falls_on_fashion_mnist(method, fashion_mnist):
     return float(loss_fn(s.params, s.batch_stats))
 
   before = probe_loss(state)
-  for batch in data.train_batches(0, 0, 64, drop_remainder=True):
+  for batch in data.train_batches(0, 0, 32, drop_remainder=True):
     state, metrics = step(state, batch)
     if int(state.step) == 24:
       break
