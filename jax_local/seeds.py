@@ -61,7 +61,9 @@ def run_seeds(config: str, root: str, seeds: list[int], overrides: list[str],
 
   Stops early, returning what ran, when a seed's process exits with EXIT_INTERRUPTED (it was
   signalled) or this process receives SIGTERM/SIGINT (forwarded to the running seed, which
-  checkpoints).
+  checkpoints). In the second case the running seed is reported as EXIT_INTERRUPTED whatever its
+  process returned: a signal that reaches it before launch.py handles signals ends it without a
+  checkpoint (status -15), and the sweep must still stop there.
   """
   statuses, todo = {}, []
   for s in seeds:
@@ -76,14 +78,20 @@ def run_seeds(config: str, root: str, seeds: list[int], overrides: list[str],
     cmd = launch_command(config, workdir(root, s), s, overrides)
     log(f"seed {s} ({i + 1}/{len(todo)}): {' '.join(cmd)}")
     t0 = time.time()
-    proc = subprocess.Popen(cmd, cwd=ROOT)
-    forward = lambda signum, _frame: proc.send_signal(signum)
+    proc, received = subprocess.Popen(cmd, cwd=ROOT), []
+
+    def forward(signum, _frame):
+      received.append(signum)
+      proc.send_signal(signum)
+
     old = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
       statuses[s] = proc.wait()
     finally:
       for sig, handler in old.items():
         signal.signal(sig, handler)
+    if received:
+      statuses[s] = EXIT_INTERRUPTED
     times.append(time.time() - t0)
     left = len(todo) - i - 1
     eta = f"; about {left * sum(times) / len(times) / 60:.0f} min for the {left} left" if left \

@@ -1,6 +1,7 @@
 """The seed driver: seed lists, skipping finished seeds, one launch.py process per seed."""
 import json
 import os
+import signal
 
 import pytest
 
@@ -56,3 +57,25 @@ def test_run_seeds_skips_finished_and_stops_when_interrupted(tmp_path, monkeypat
   _Process.commands = []
   assert seeds.run_seeds("configs/x.py:dgl", root, [0, 1], [], log=lambda *_: None) == {0: 0, 1: 0}
   assert _Process.commands == []  # both finished: nothing runs again
+
+
+class _KilledBeforeItsHandler(_Process):
+  """A launch.py that this driver's SIGTERM reaches before launch.py handles signals: the
+  signal arrives while the driver waits, and the process dies of it (status -15)."""
+
+  def wait(self):
+    signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)   # the driver is signalled
+    return -signal.SIGTERM
+
+  def send_signal(self, signum):
+    self.forwarded = signum
+
+
+def test_a_signal_to_the_driver_stops_the_sweep_whatever_the_seed_returned(tmp_path, monkeypatch):
+  monkeypatch.setattr(seeds.subprocess, "Popen", _KilledBeforeItsHandler)
+  _Process.commands = []
+  handler = signal.getsignal(signal.SIGTERM)
+  statuses = seeds.run_seeds("configs/x.py:dgl", str(tmp_path), [0, 1], [], log=lambda *_: None)
+  assert statuses == {0: seeds.EXIT_INTERRUPTED}   # seed 1 never started
+  assert len(_Process.commands) == 1
+  assert signal.getsignal(signal.SIGTERM) is handler   # the driver's own handler is back
