@@ -142,7 +142,7 @@ def _train_and_evaluate(config, workdir, return_state, mock_examples, devices, t
     rng = jax.random.PRNGKey(config.seed)
     ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                       config.max_checkpoints_to_keep)
-    # only a resume needs the state's shapes (tracing the whole init for them costs seconds)
+    # only a resume needs the state's shapes: a fresh run does not trace the whole init for them
     state = ckpt.restore(par.abstract_state(init_fn, rng)) if ckpt.all_steps() else None
     history_path = os.path.join(workdir, "history.json")
     history = run_log.read_json(history_path, [])

@@ -67,15 +67,18 @@ class _KilledBeforeItsHandler(_Process):
     signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)   # the driver is signalled
     return -signal.SIGTERM
 
+  forwarded = []
+
   def send_signal(self, signum):
-    self.forwarded = signum
+    self.forwarded.append(signum)
 
 
 def test_a_signal_to_the_driver_stops_the_sweep_whatever_the_seed_returned(tmp_path, monkeypatch):
   monkeypatch.setattr(seeds.subprocess, "Popen", _KilledBeforeItsHandler)
-  _Process.commands = []
+  _Process.commands, _KilledBeforeItsHandler.forwarded = [], []
   handler = signal.getsignal(signal.SIGTERM)
   statuses = seeds.run_seeds("configs/x.py:dgl", str(tmp_path), [0, 1], [], log=lambda *_: None)
   assert statuses == {0: seeds.EXIT_INTERRUPTED}   # seed 1 never started
   assert len(_Process.commands) == 1
+  assert _KilledBeforeItsHandler.forwarded == [signal.SIGTERM]   # passed on to the running seed
   assert signal.getsignal(signal.SIGTERM) is handler   # the driver's own handler is back
